@@ -1,0 +1,49 @@
+# spikebatch developer entry points. `make install` is idempotent; every target installs first.
+SHELL := /bin/bash
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export DANDI_NO_ET := 1
+export PYTHONUNBUFFERED := 1
+# No AWS here: a fixed dummy region keeps boto3 and cdk synth from looking one up.
+export AWS_DEFAULT_REGION ?= us-east-1
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+
+.PHONY: install demo test synth lint bench clean
+
+install: $(STAMP) $(NODE_STAMP)
+
+# Torch first and pinned: anything else would pull several GB of CUDA wheels.
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c requirements/constraints.txt -e ".[worker,cli,lambda,cdk,dev]"
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: install
+	$(PY) -m spikebatch.worker.demo
+
+test: install
+	$(PY) -m pytest -q
+
+synth: install
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH npx cdk synth --quiet
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint containers/*Dockerfile*
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf cdk.out demo-results .pytest_cache .ruff_cache

@@ -1,0 +1,125 @@
+"""The worker container contract: env-var names, defaults, run ids, array manifests.
+
+One home for the names that the submit path writes and the worker reads (see the
+README's "Worker contract"). Pure Python so the Lambda can import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+
+class Env(StrEnum):
+    """Environment variables the worker reads (DESIGN.md, "Worker container contract")."""
+
+    DANDISET_ID = "DANDISET_ID"
+    DANDISET_VERSION = "DANDISET_VERSION"
+    DANDI_ASSET_PATH = "DANDI_ASSET_PATH"
+    INPUT_URI = "INPUT_URI"
+    DANDI_API_URL = "DANDI_API_URL"
+    DANDI_API_KEY = "DANDI_API_KEY"
+    DANDI_API_KEY_SECRET_ARN = "DANDI_API_KEY_SECRET_ARN"
+    ELECTRICAL_SERIES_PATH = "ELECTRICAL_SERIES_PATH"
+    SORTER = "SORTER"
+    SORTER_PARAMS = "SORTER_PARAMS"
+    PREPROCESSING = "PREPROCESSING"
+    MAX_DURATION_S = "MAX_DURATION_S"
+    OUTPUT_URI = "OUTPUT_URI"
+    RUN_ID = "RUN_ID"
+    # Additions to DESIGN.md (documented in the README):
+    # an S3/file URI of a JSON list of per-child env overrides; child i of a Batch
+    # array job applies entry AWS_BATCH_JOB_ARRAY_INDEX before validating.
+    ARRAY_MANIFEST_URI = "ARRAY_MANIFEST_URI"
+    # EC2 instance type, for the cost estimate in run.json (else read from IMDS).
+    INSTANCE_TYPE = "INSTANCE_TYPE"
+    # Where downloads and sorter scratch go (the launch template mounts NVMe here).
+    SCRATCH_DIR = "SCRATCH_DIR"
+
+
+ARRAY_INDEX_VAR = "AWS_BATCH_JOB_ARRAY_INDEX"
+DEFAULT_DANDI_API_URL = "https://api.dandiarchive.org/api"
+DEFAULT_DANDISET_VERSION = "draft"
+DEFAULT_SCRATCH_DIR = "/scratch"
+
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def is_valid_run_id(run_id: str) -> bool:
+    """Run ids become S3 key segments and Batch job names: keep them plain."""
+    return bool(_RUN_ID_RE.match(run_id)) and ".." not in run_id
+
+
+def _slug(text: str, limit: int) -> str:
+    stem = text.rsplit("/", 1)[-1]
+    stem = re.sub(r"\.nwb$", "", stem, flags=re.IGNORECASE)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", stem).strip("-").lower()
+    return slug[:limit].strip("-") or "input"
+
+
+def derive_run_id(
+    *,
+    source: str,
+    sorter: str,
+    sorter_params: Mapping[str, Any] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    max_duration_s: float | None = None,
+    electrical_series_path: str | None = None,
+) -> str:
+    """A deterministic run id: readable slug of the input + sorter + a params hash.
+
+    The same input with the same settings gives the same id, so a rerun replaces the
+    earlier run (DESIGN.md: reruns overwrite failed/partial runs, never mix two).
+    ``source`` is e.g. ``dandi:000409/draft/sub-X/sub-X_ecephys.nwb`` or an input URI.
+    """
+    payload = json.dumps(
+        {
+            "source": source,
+            "sorter": sorter,
+            "sorter_params": dict(sorter_params or {}),
+            "preprocessing": preprocessing,
+            "max_duration_s": max_duration_s,
+            "electrical_series_path": electrical_series_path,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:10]
+    return f"{_slug(source, 60)}-{_slug(sorter, 20)}-{digest}"
+
+
+def dandi_source(dandiset_id: str, version: str, asset_path: str) -> str:
+    """The canonical ``source`` string of a DANDI asset (used in run ids and run.json)."""
+    return f"dandi:{dandiset_id}/{version}/{asset_path}"
+
+
+def apply_array_child(
+    environ: Mapping[str, str], manifest: list[Mapping[str, str]]
+) -> dict[str, str]:
+    """Overlay the array child's entry from ``manifest`` on ``environ``.
+
+    Outside an array job (no AWS_BATCH_JOB_ARRAY_INDEX) the environment is returned as is.
+    """
+    env = dict(environ)
+    raw_index = env.get(ARRAY_INDEX_VAR)
+    if raw_index is None:
+        return env
+    try:
+        index = int(raw_index)
+    except ValueError:
+        raise ValueError(f"{ARRAY_INDEX_VAR}: not an integer: {raw_index!r}") from None
+    if not 0 <= index < len(manifest):
+        raise ValueError(
+            f"{ARRAY_INDEX_VAR}: index {index} outside the manifest's {len(manifest)} entries"
+        )
+    entry = manifest[index]
+    unknown = sorted(set(entry) - {e.value for e in Env})
+    if unknown:
+        raise ValueError(f"{Env.ARRAY_MANIFEST_URI}: unknown variables in entry {index}: {unknown}")
+    env.update({k: str(v) for k, v in entry.items()})
+    return env
