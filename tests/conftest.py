@@ -1,0 +1,41 @@
+"""Shared fixtures: a loopback moto server that boto3 reaches through AWS_ENDPOINT_URL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+# Fixed dummy credentials/region so nothing ever reaches real AWS from a test.
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("DANDI_NO_ET", "1")
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+os.environ.pop("AWS_PROFILE", None)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A moto server on 127.0.0.1 (random port) for the whole session; yields its URL.
+
+    Tests point boto3 at it with ``monkeypatch.setenv("AWS_ENDPOINT_URL", url)`` so
+    production code paths run unchanged.
+    """
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_endpoint(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point every boto3 client created in this test at the loopback moto server."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    return moto_server
