@@ -1,0 +1,129 @@
+"""NWB -> sorter input: the worker's open + preprocess + int16 binary write vs h5py's read.
+
+The input is a 384-channel ground-truth NWB written like DANDI's (int16, chunked, gzip) by
+``tests/support/ground_truth.py``. The limit is one h5py pass over the dataset, chunk by
+chunk (read + decompress, nothing else). Ours is what the Kilosort wrappers run before the
+GPU starts: the lazy SpikeInterface chain written with ``write_binary_recording(dtype=
+"int16")``, with the worker's job kwargs (``spikebatch.worker.jobkw``) against
+SpikeInterface's one-second chunks, and without the CPU preprocessing (``PREPROCESSING=
+null``: Kilosort high-passes and re-references on the GPU itself).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from bench.common import MB, BenchResult, PeakMemory, Ratio, scratch_dir
+from spikebatch.worker import preprocess, recording
+from spikebatch.worker.jobkw import available_cores, job_kwargs
+
+CHANNELS = 384
+
+
+def make_nwb(folder: Path, duration_s: float) -> Path:
+    from tests.support.ground_truth import GroundTruthSpec, write_ground_truth_nwb
+
+    spec = GroundTruthSpec(
+        duration_s=duration_s, num_channels=CHANNELS, num_units=40, num_columns=4, seed=7
+    )
+    return write_ground_truth_nwb(folder, spec).nwb
+
+
+def h5py_read_s(nwb: Path, series: str) -> float:
+    """One pass over the traces, one HDF5 chunk row at a time: the decompression limit."""
+    start = time.perf_counter()
+    with h5py.File(nwb, "r") as f:
+        data = f[series]["data"]
+        step = data.chunks[0] if data.chunks else 30_000
+        for row in range(0, data.shape[0], step):
+            data[row : row + step]
+    return time.perf_counter() - start
+
+
+def convert(nwb: Path, series: str, steps: Any, kwargs: dict[str, Any], out: Path) -> dict:
+    """The worker's open + preprocess, written as Kilosort's int16 binary; time + peak memory."""
+    from spikeinterface.core import write_binary_recording
+
+    out.unlink(missing_ok=True)
+    raw = recording.open_recording(nwb, series)
+    traces, _ = preprocess.preprocess(raw, steps)
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        write_binary_recording(traces, file_paths=[out], dtype="int16", **kwargs)
+        seconds = time.perf_counter() - start
+    out.unlink()
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": round(memory.peak_bytes / MB),
+        "peak_rss_over_baseline_mb": round((memory.peak_bytes - memory.baseline_bytes) / MB),
+        "job_kwargs": {k: v for k, v in kwargs.items() if k != "progress_bar"},
+    }
+
+
+def run(duration_s: float = 20.0) -> BenchResult:
+    tuned = job_kwargs()
+    baseline = {"n_jobs": available_cores(), "chunk_duration": "1s", "progress_bar": False}
+    with scratch_dir("convert") as tmp:
+        nwb = make_nwb(tmp / "gt", duration_s)
+        series = recording.choose_series(nwb, None)
+        raw_bytes = recording.open_recording(nwb, series).get_total_memory_size()
+        out = tmp / "recording.dat"
+        limit_s = min(h5py_read_s(nwb, series) for _ in range(2))
+        runs = {
+            "default_preprocessing_1s_chunks": convert(
+                nwb, series, preprocess.DEFAULT_PREPROCESSING, baseline, out
+            ),
+            "default_preprocessing_tuned": convert(
+                nwb, series, preprocess.DEFAULT_PREPROCESSING, tuned, out
+            ),
+            "no_preprocessing_tuned": convert(nwb, series, None, tuned, out),
+        }
+        limit_s = min(limit_s, h5py_read_s(nwb, series))  # re-measured: load drifts
+        compressed = nwb.stat().st_size
+    for record in runs.values():
+        record["MBps_raw"] = round(raw_bytes / record["seconds"] / MB, 1)
+        record["ratio_to_h5py"] = round(limit_s / record["seconds"], 3)
+    tuned_default = runs["default_preprocessing_tuned"]
+    ratios = [
+        Ratio(
+            "convert, no CPU preprocessing: ours / h5py read+decompress",
+            limit_s / runs["no_preprocessing_tuned"]["seconds"],
+            0.5,
+            note=f"peak RSS {runs['no_preprocessing_tuned']['peak_rss_mb']} MB",
+        ),
+        Ratio(
+            "convert, bandpass+CMR (worker default): ours / h5py",
+            limit_s / tuned_default["seconds"],
+            0.5,
+            note=f"peak RSS {tuned_default['peak_rss_mb']} MB; CPU-bound filtering",
+        ),
+        Ratio(
+            "convert, bandpass+CMR: tuned job kwargs / 1 s chunks (speed-up)",
+            runs["default_preprocessing_1s_chunks"]["seconds"] / tuned_default["seconds"],
+            None,
+        ),
+    ]
+    return BenchResult(
+        "convert",
+        ratios,
+        measurements={
+            "channels": CHANNELS,
+            "duration_s": duration_s,
+            "raw_bytes": raw_bytes,
+            "nwb_bytes": compressed,
+            "h5py_read_s": limit_s,
+            "h5py_MBps_raw": round(raw_bytes / limit_s / MB, 1),
+            "cores": available_cores(),
+            "load_avg_1m": os.getloadavg()[0],
+            **runs,
+        },
+        notes=[
+            "h5py reads on one core; ours uses n_jobs worker processes",
+            "convert MB/s are of raw int16 traces (what the sorter reads), not of the NWB",
+        ],
+    )

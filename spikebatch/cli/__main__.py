@@ -1,0 +1,5 @@
+"""``python -m spikebatch.cli`` = ``spikebatch``."""
+
+from spikebatch.cli import main
+
+main()

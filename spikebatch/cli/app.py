@@ -1,0 +1,522 @@
+"""``spikebatch`` commands. Thin: each gathers options and calls core functions.
+
+Settings precedence, everywhere: command-line flag > environment variable (named in each
+option's help) > ``--request`` file > default. Domain errors end with one line on stderr
+and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from botocore.exceptions import BotoCoreError, ClientError
+from rich.console import Console
+
+from spikebatch import aws, runs, submission
+from spikebatch.cli import render
+from spikebatch.cli.estimates import RecordingSize, estimate_runs
+from spikebatch.contract import DEFAULT_DANDI_API_URL
+from spikebatch.dandi_assets import DandiAsset, DandiLookupError, resolve_request_assets
+from spikebatch.request import JobRequest, RequestError, parse_request
+from spikebatch.stack_outputs import DEFAULT_STACK_NAME, StackNotFoundError, load_stack_outputs
+from spikebatch.submission import DeploymentConfigError, plan_submission
+
+app = typer.Typer(
+    name="spikebatch",
+    help=(
+        "Spike sorting (Kilosort3 and other SpikeInterface sorters) on AWS Batch GPUs, "
+        "for recordings on DANDI or in S3. Finds the deployed stack by name, so you never "
+        "paste ARNs. Precedence: flag > environment variable > --request file > default."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+_DOMAIN_ERRORS = (
+    RequestError,
+    StackNotFoundError,
+    DandiLookupError,
+    DeploymentConfigError,
+    runs.RunNotFoundError,
+    ValueError,
+    ClientError,
+    BotoCoreError,
+    OSError,
+)
+
+
+@contextlib.contextmanager
+def _domain_errors() -> Iterator[None]:
+    """Turn a domain error into one line on stderr and exit status 1."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except _DOMAIN_ERRORS as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            message = f"AWS {error.get('Code', 'error')}: {error.get('Message', message)}"
+        err.print(f"error: {message}", markup=False)
+        raise typer.Exit(1) from None
+
+
+# -- shared options ----------------------------------------------------------------------
+
+StackOpt = Annotated[
+    str,
+    typer.Option(
+        "--stack-name",
+        envvar="SPIKEBATCH_STACK",
+        help="CloudFormation stack deployed by `cdk deploy`.",
+    ),
+]
+RegionOpt = Annotated[
+    str | None,
+    typer.Option("--region", envvar="AWS_REGION", help="AWS region of the stack."),
+]
+RequestOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--request",
+        exists=True,
+        dir_okay=False,
+        help="Job-request JSON file (README: 'The request file'); flags override its fields.",
+    ),
+]
+DandisetOpt = Annotated[str | None, typer.Option("--dandiset", help="Dandiset id, e.g. 000409.")]
+VersionOpt = Annotated[
+    str | None, typer.Option("--version", help="Dandiset version: draft or published.")
+]
+AssetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--asset", help="Asset path inside the dandiset; repeat for several."),
+]
+GlobOpt = Annotated[
+    str | None,
+    typer.Option("--glob", help="Asset glob, resolved by the DANDI API, e.g. 'sub-*/*.nwb'."),
+]
+InputUriOpt = Annotated[
+    str | None,
+    typer.Option("--input-uri", help="Sort an NWB file at s3://... or https://... instead."),
+]
+SorterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sorter",
+        help="kilosort3, kilosort4, spykingcircus2, ... [default: the stack's, kilosort3]",
+    ),
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        help="Sorter parameter KEY=VALUE; VALUE is JSON if it parses (Th=[9,8]), else text.",
+    ),
+]
+SpotOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--spot/--on-demand", help="Spot queue (falls back to on-demand) or on-demand only."
+    ),
+]
+DandiUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dandi-api-url",
+        envvar="DANDI_API_URL",
+        help=f"DANDI API base URL [default: the stack's, else {DEFAULT_DANDI_API_URL}].",
+    ),
+]
+DandiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dandi-api-key",
+        envvar="DANDI_API_KEY",
+        help="DANDI API key, to resolve globs in embargoed dandisets.",
+    ),
+]
+DurationOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--duration-s",
+        help="Recording duration per asset, seconds (default: from the asset size).",
+    ),
+]
+ChannelsOpt = Annotated[
+    int, typer.Option("--channels", min=1, help="Channels per recording, for the estimate.")
+]
+RunIdArg = Annotated[str, typer.Argument(help="Run id, as printed by `submit` or `status`.")]
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--param {text!r}: use KEY=VALUE, e.g. --param Th=[9,8]")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key.strip(), value
+
+
+def _build_request(
+    request_file: Path | None,
+    *,
+    dandiset: str | None,
+    version: str | None,
+    assets: list[str] | None,
+    glob: str | None,
+    input_uri: str | None,
+    sorter: str | None,
+    params: list[str] | None,
+    spot: bool | None,
+    resources: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    default_sorter: str | None = None,
+) -> JobRequest:
+    """The request file (if any) with every given flag laid over it, validated."""
+    data: dict[str, Any] = {}
+    if request_file is not None:
+        decoded = json.loads(request_file.read_bytes()) if request_file.stat().st_size else None
+        if not isinstance(decoded, dict):
+            raise ValueError(f"{request_file}: a request file holds one JSON object")
+        data = decoded
+    flags = {
+        "dandiset_id": dandiset,
+        "version": version,
+        "assets": list(assets) if assets else None,
+        "asset_glob": glob,
+        "input_uri": input_uri,
+        "sorter": sorter,
+        **(extra or {}),
+    }
+    if any(flags[k] is not None for k in ("assets", "asset_glob", "input_uri")):
+        for key in ("assets", "asset_glob", "input_uri"):  # a flag replaces the file's input
+            data.pop(key, None)
+    data |= {k: v for k, v in flags.items() if v is not None}
+    if params:
+        data["sorter_params"] = dict(data.get("sorter_params") or {}) | dict(
+            _parse_param(p) for p in params
+        )
+    overrides = {k: v for k, v in (resources or {}).items() if v is not None}
+    if spot is not None:
+        overrides["spot"] = spot
+    if overrides:
+        data["resources"] = dict(data.get("resources") or {}) | overrides
+    if not any(data.get(k) for k in ("assets", "asset_glob", "input_uri")):
+        raise ValueError("say what to sort: --asset, --glob, --input-uri or --request FILE")
+    return parse_request(data, default_sorter=default_sorter)
+
+
+def _sizes(
+    request: JobRequest, assets: list[DandiAsset], duration_s: float | None
+) -> list[RecordingSize]:
+    if assets:
+        return [RecordingSize(a.path, a.size, duration_s) for a in assets]
+    return [RecordingSize(request.input_uri or "input", None, duration_s)]
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+@app.command()
+def submit(
+    request_file: RequestOpt = None,
+    dandiset: DandisetOpt = None,
+    version: VersionOpt = None,
+    asset: AssetOpt = None,
+    glob: GlobOpt = None,
+    input_uri: InputUriOpt = None,
+    sorter: SorterOpt = None,
+    param: ParamOpt = None,
+    spot: SpotOpt = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs per job (GPU sorters: ≥ 1).")] = None,
+    vcpus: Annotated[int | None, typer.Option(help="vCPUs per job.")] = None,
+    memory_gib: Annotated[float | None, typer.Option(help="Memory per job, GiB.")] = None,
+    timeout_hours: Annotated[float | None, typer.Option(help="Per-attempt time limit.")] = None,
+    max_duration_s: Annotated[
+        float | None, typer.Option(help="Sort only the first N seconds (smoke runs).")
+    ] = None,
+    output_prefix: Annotated[
+        str | None, typer.Option(help="Results go to s3://<bucket>/results/<prefix>/<run-id>/.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the exact Batch request and the estimate.")
+    ] = False,
+    duration_s: DurationOpt = None,
+    channels: ChannelsOpt = 384,
+    dandi_api_url: DandiUrlOpt = None,
+    dandi_api_key: DandiKeyOpt = None,
+    stack_name: StackOpt = DEFAULT_STACK_NAME,
+    region: RegionOpt = None,
+) -> None:
+    """Submit a sorting job: one asset, a glob (one Batch array job), or an S3/HTTPS file."""
+    with _domain_errors():
+        aws.use_region(region)
+        stack = load_stack_outputs(stack_name, region=region)
+        deployment = stack.deployment()
+        request = _build_request(
+            request_file,
+            dandiset=dandiset,
+            version=version,
+            assets=asset,
+            glob=glob,
+            input_uri=input_uri,
+            sorter=sorter,
+            params=param,
+            spot=spot,
+            resources={
+                "gpus": gpus,
+                "vcpus": vcpus,
+                "memory_gib": memory_gib,
+                "timeout_hours": timeout_hours,
+            },
+            extra={"max_duration_s": max_duration_s, "output_prefix": output_prefix},
+            default_sorter=deployment.default_sorter,
+        )
+        if dandi_api_url:  # the flag also tells the job where to fetch from
+            deployment = dataclasses.replace(deployment, dandi_api_url=dandi_api_url)
+        api_url = deployment.dandi_api_url
+        assets = resolve_request_assets(request, api_url=api_url, token=dandi_api_key)
+        plan = plan_submission(request, deployment, assets=[a.path for a in assets] or None)
+        if dry_run:
+            estimates = estimate_runs(request, _sizes(request, assets, duration_s), channels)
+            render.dry_run(out, plan, estimates)
+            return
+        job = submission.submit(plan, deployment, submitted_by="cli")
+        render.submitted(out, plan, job, stack.bucket)
+
+
+@app.command()
+def estimate(
+    request_file: RequestOpt = None,
+    dandiset: DandisetOpt = None,
+    version: VersionOpt = None,
+    asset: AssetOpt = None,
+    glob: GlobOpt = None,
+    input_uri: InputUriOpt = None,
+    sorter: SorterOpt = None,
+    spot: SpotOpt = None,
+    duration_s: DurationOpt = None,
+    channels: ChannelsOpt = 384,
+    dandi_api_url: DandiUrlOpt = None,
+    dandi_api_key: DandiKeyOpt = None,
+) -> None:
+    """Cost and time of a request: recording size (DANDI), throughput model, instance price."""
+    with _domain_errors():
+        request = _build_request(
+            request_file,
+            dandiset=dandiset,
+            version=version,
+            assets=asset,
+            glob=glob,
+            input_uri=input_uri,
+            sorter=sorter,
+            params=None,
+            spot=spot,
+        )
+        api_url = dandi_api_url or DEFAULT_DANDI_API_URL
+        assets = resolve_request_assets(request, api_url=api_url, token=dandi_api_key)
+        render.estimates(out, estimate_runs(request, _sizes(request, assets, duration_s), channels))
+
+
+@app.command()
+def status(
+    run_id: Annotated[str | None, typer.Argument(help="One run in detail; omit for all.")] = None,
+    stack_name: StackOpt = DEFAULT_STACK_NAME,
+    region: RegionOpt = None,
+) -> None:
+    """Runs and their real state: the run records plus what AWS Batch says now."""
+    with _domain_errors():
+        aws.use_region(region)
+        stack = load_stack_outputs(stack_name, region=region)
+        if run_id is None:
+            records = [runs.load_run(stack.bucket, r) for r in runs.list_run_ids(stack.bucket)]
+            live = runs.live_statuses([r.job_id for r in records if r.state not in runs.TERMINAL])
+            render.run_table(out, records, live)
+            return
+        record = runs.load_run(stack.bucket, run_id)
+        children = [runs.load_run(stack.bucket, c["run_id"]) for c in record.children]
+        live = runs.live_statuses([r.job_id for r in [record, *children]])
+        render.run_detail(out, record, children, live)
+
+
+def _log_targets(bucket: str, run_id: str) -> list[runs.RunRecord]:
+    record = runs.load_run(bucket, run_id)
+    if record.children:
+        return [runs.load_run(bucket, c["run_id"]) for c in record.children]
+    return [record]
+
+
+@app.command()
+def logs(
+    run_id: RunIdArg,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
+    ] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between polls with --follow.")] = 5.0,
+    stack_name: StackOpt = DEFAULT_STACK_NAME,
+    region: RegionOpt = None,
+) -> None:
+    """The job's CloudWatch log (each array child in turn)."""
+    with _domain_errors():
+        aws.use_region(region)
+        stack = load_stack_outputs(stack_name, region=region)
+        targets = _log_targets(stack.bucket, run_id)
+        tokens: dict[str, str | None] = {}
+        while True:
+            live = runs.live_statuses([t.job_id for t in targets])
+            for target in targets:
+                summary = live.get(target.job_id) or target.status or {}
+                stream = summary.get("log_stream") or (target.status or {}).get("log_stream")
+                prefix = f"[{target.run_id}] " if len(targets) > 1 else ""
+                if not stream:
+                    if not follow:
+                        err.print(f"{prefix}no log stream yet ({target.state})", markup=False)
+                    continue
+                tokens[target.run_id] = _print_log(
+                    stack.log_group_name, stream, tokens.get(target.run_id), prefix
+                )
+            done = all(
+                (live.get(t.job_id) or {}).get("status", t.state) in runs.TERMINAL for t in targets
+            )
+            if not follow or done:
+                return
+            time.sleep(interval)
+
+
+def _print_log(group: str, stream: str, token: str | None, prefix: str) -> str | None:
+    logs_client = aws.client("logs")
+    while True:
+        kwargs: dict[str, Any] = {"logGroupName": group, "logStreamName": stream}
+        kwargs |= {"nextToken": token} if token else {"startFromHead": True}
+        try:
+            page = logs_client.get_log_events(**kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return token  # the stream appears once the container writes
+            raise
+        for event in page.get("events", []):
+            out.print(f"{prefix}{event['message']}", markup=False)
+        if page.get("nextForwardToken") in (None, token):
+            return token
+        token = page["nextForwardToken"]
+
+
+@app.command()
+def wait(
+    run_id: RunIdArg,
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 15.0,
+    timeout: Annotated[
+        float | None, typer.Option(help="Give up after this many seconds (exit 2).")
+    ] = None,
+    stack_name: StackOpt = DEFAULT_STACK_NAME,
+    region: RegionOpt = None,
+) -> None:
+    """Wait for a run to finish, with a progress display; exit 0 only if it SUCCEEDED."""
+    with _domain_errors():
+        aws.use_region(region)
+        stack = load_stack_outputs(stack_name, region=region)
+        record = runs.load_run(stack.bucket, run_id)
+        final = render.wait_progress(out, record, interval=interval, timeout=timeout)
+        if final is None:
+            err.print(f"error: {run_id} still running after {timeout:g} s", markup=False)
+            raise typer.Exit(2)
+        if final["status"] != "SUCCEEDED":
+            reason = final.get("status_reason") or "no reason given"
+            err.print(f"error: {run_id} {final['status']}: {reason}", markup=False)
+            raise typer.Exit(1)
+        out.print(f"{run_id} SUCCEEDED; results: spikebatch results {run_id}", markup=False)
+
+
+@app.command()
+def results(
+    run_id: RunIdArg,
+    download: Annotated[
+        Path | None,
+        typer.Option(
+            "--download", file_okay=False, help="Download into DIR/<run-id>/ (else list)."
+        ),
+    ] = None,
+    stack_name: StackOpt = DEFAULT_STACK_NAME,
+    region: RegionOpt = None,
+) -> None:
+    """List a run's outputs (run.json, sorting/, units.nwb, ...) or download them."""
+    with _domain_errors():
+        aws.use_region(region)
+        stack = load_stack_outputs(stack_name, region=region)
+        for target in _log_targets(stack.bucket, run_id):
+            uri = str(target.submitted["results_uri"])
+            objects = _list_objects(uri)
+            if download is None:
+                render.object_table(out, target.run_id, uri, objects)
+            else:
+                render.download(out, uri, objects, download / target.run_id)
+
+
+def _list_objects(uri: str) -> list[dict[str, Any]]:
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    paginator = aws.client("s3").get_paginator("list_objects_v2")
+    found = []
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        found += [{"Bucket": bucket, **o} for o in page.get("Contents", [])]
+    return found
+
+
+@app.command()
+def cancel(
+    run_id: RunIdArg,
+    reason: Annotated[str, typer.Option(help="Recorded as the job's status reason.")] = (
+        "cancelled with spikebatch cancel"
+    ),
+    stack_name: StackOpt = DEFAULT_STACK_NAME,
+    region: RegionOpt = None,
+) -> None:
+    """Cancel (or terminate, if running) a run's Batch job; for an array, every child."""
+    with _domain_errors():
+        aws.use_region(region)
+        stack = load_stack_outputs(stack_name, region=region)
+        record = runs.load_run(stack.bucket, run_id)
+        aws.client("batch").terminate_job(jobId=record.job_id, reason=reason)
+        out.print(f"cancelled {run_id} (job {record.job_id}): {reason}", markup=False)
+
+
+@app.command("run-local")
+def run_local(
+    request_file: RequestOpt = None,
+    input_uri: InputUriOpt = None,
+    dandiset: DandisetOpt = None,
+    asset: AssetOpt = None,
+    sorter: SorterOpt = None,
+    param: ParamOpt = None,
+    output: Annotated[
+        Path, typer.Option("--output", file_okay=False, help="Results directory.")
+    ] = Path("results"),
+) -> None:
+    """Run the worker here, in-process (needs the worker extra), on one recording."""
+    with _domain_errors():
+        from spikebatch.cli.local import run_locally
+
+        request = _build_request(
+            request_file,
+            dandiset=dandiset,
+            version=None,
+            assets=asset,
+            glob=None,
+            input_uri=input_uri,
+            sorter=sorter,
+            params=param,
+            spot=None,
+        )
+        raise typer.Exit(run_locally(request, output))

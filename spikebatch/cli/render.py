@@ -1,0 +1,236 @@
+"""How the CLI shows things (rich): tables, the dry-run request, progress displays.
+
+Output is plain enough to paste into an issue and stable enough to snapshot: no colours
+when not on a terminal, no timestamps in tables.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from spikebatch import aws, runs
+from spikebatch.cli.estimates import RunEstimate
+from spikebatch.submission import SubmissionPlan, SubmittedJob
+
+
+def _json(console: Console, data: Any) -> None:
+    console.print(json.dumps(data, indent=2, sort_keys=False), markup=False, soft_wrap=True)
+
+
+def _short_arn(arn: str) -> str:
+    return arn.rsplit("/", 1)[-1]
+
+
+def dry_run(console: Console, plan: SubmissionPlan, estimates: list[RunEstimate]) -> None:
+    console.print("Dry run: nothing was submitted.", markup=False)
+    _runs(console, plan)
+    if plan.is_array:
+        env = {e["name"]: e["value"] for e in plan.submit_job["containerOverrides"]["environment"]}
+        console.print(f"\nArray manifest, written to {env['ARRAY_MANIFEST_URI']}:", markup=False)
+        _json(console, plan.manifest)
+    console.print("\nBatch SubmitJob request:", markup=False)
+    _json(console, plan.submit_job)
+    console.print()
+    estimates_table(console, estimates)
+
+
+def _runs(console: Console, plan: SubmissionPlan) -> None:
+    kind = f"array job of {len(plan.runs)}" if plan.is_array else "job"
+    console.print(f"Run {plan.run_id} ({kind}), results under {plan.output_uri}/", markup=False)
+    for run in plan.runs:
+        index = "" if run.array_index is None else f"[{run.array_index}] "
+        console.print(f"  {index}{run.run_id}  ←  {run.source}", markup=False)
+
+
+def submitted(console: Console, plan: SubmissionPlan, job: SubmittedJob, bucket: str) -> None:
+    console.print(f"Submitted Batch job {job.job_id} to {_short_arn(job.job_queue)}.", markup=False)
+    _runs(console, plan)
+    console.print(
+        f"Follow it:  spikebatch wait {plan.run_id}   "
+        f"(or: status / logs {plan.run_id}; records in s3://{bucket}/runs/)",
+        markup=False,
+    )
+
+
+def estimates_table(console: Console, rows: list[RunEstimate]) -> None:
+    table = Table(title="Estimate", title_justify="left")
+    for column in ("recording", "minutes", "instance", "job hours", "USD"):
+        table.add_column(column, justify="left" if column == "recording" else "right")
+    total_usd = total_h = 0.0
+    for row in rows:
+        if row.estimate is None:
+            table.add_row(row.name, "?", "-", "-", "pass --duration-s")
+            continue
+        hours = row.estimate.total_seconds / 3600
+        total_usd += row.estimate.usd
+        total_h += hours
+        market = "spot" if row.estimate.spot else "on-demand"
+        table.add_row(
+            row.name,
+            f"{(row.duration_s or 0) / 60:.1f}",
+            f"{row.estimate.instance_type} ({market})",
+            f"{hours:.2f}",
+            f"{row.estimate.usd:.2f}",
+        )
+    if len(rows) > 1:
+        table.add_row("total", "", "", f"{total_h:.2f}", f"{total_usd:.2f}", style="bold")
+    console.print(table)
+
+
+def estimates(console: Console, rows: list[RunEstimate]) -> None:
+    estimates_table(console, rows)
+    console.print(
+        "Model: stage times from spikebatch.cost (startup, fetch, convert, sort, "
+        "post-process, publish) times the instance's hourly price.",
+        markup=False,
+    )
+
+
+def _state(record: runs.RunRecord, live: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The recorded outcome once there is one (it carries Batch's reasons); else Batch's
+    current view; else the last recorded state change."""
+    if record.status and record.status.get("status") in runs.TERMINAL:
+        return record.status
+    return live.get(record.job_id) or record.status or {"status": record.state}
+
+
+def _reason(state: dict[str, Any], *, short: bool = False) -> str:
+    """``<failure kind>: <Batch's reasons>``; ``short`` keeps only the most specific one."""
+    if state.get("status") != "FAILED":
+        return ""
+    reason = str(state.get("status_reason") or "")
+    if short:
+        reason = reason.split(" | ")[0]
+    kind = state.get("failure_kind")
+    return f"{kind}: {reason}" if kind else reason
+
+
+def run_table(
+    console: Console, records: list[runs.RunRecord], live: dict[str, dict[str, Any]]
+) -> None:
+    if not records:
+        console.print("No runs yet. Start one with `spikebatch submit`.", markup=False)
+        return
+    table = Table(
+        title="Runs",
+        title_justify="left",
+        caption="details: spikebatch status RUN_ID",
+        caption_justify="left",
+    )
+    table.add_column("run id", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("reason")
+    for record in records:
+        state = _state(record, live)
+        reason = _reason(state, short=True)
+        if record.children and not reason:
+            reason = f"array of {len(record.children)}"
+        table.add_row(record.run_id, str(state.get("status")), reason)
+    console.print(table)
+
+
+def run_detail(
+    console: Console,
+    record: runs.RunRecord,
+    children: list[runs.RunRecord],
+    live: dict[str, dict[str, Any]],
+) -> None:
+    state = _state(record, live)
+    recorded = record.status or {}
+    lines = [
+        ("run", record.run_id),
+        ("status", str(state.get("status"))),
+        ("reason", _reason(state)),
+        ("what to do", str(state.get("hint") or "") if state.get("status") == "FAILED" else ""),
+        ("source", str(record.submitted.get("source") or "")),
+        ("job", f"{record.job_id} on {_short_arn(str(record.submitted.get('job_queue')))}"),
+        ("results", str(record.submitted.get("results_uri") or "")),
+        ("logs", str(recorded.get("log_url") or "")),
+    ]
+    for label, value in lines:
+        if value:
+            console.print(f"{label:>11}: {value}", markup=False)
+    if children:
+        run_table(console, children, live)
+
+
+def wait_progress(
+    console: Console, record: runs.RunRecord, *, interval: float, timeout: float | None
+) -> dict[str, Any] | None:
+    """Poll Batch until the run ends; the final summary, or None on timeout."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    columns = [SpinnerColumn(), TextColumn("{task.description}")]
+    if record.children:
+        columns += [BarColumn(), MofNCompleteColumn()]
+    columns.append(TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(record.run_id, total=len(record.children) or None)
+        while True:
+            live = runs.live_statuses([record.job_id]).get(record.job_id)
+            state = live or record.status or {"status": record.state}
+            summary = (live or {}).get("array") or {}
+            finished = summary.get("SUCCEEDED", 0) + summary.get("FAILED", 0)
+            progress.update(
+                task,
+                description=f"{record.run_id} {state.get('status')}",
+                completed=finished if record.children else None,
+            )
+            if state.get("status") in runs.TERMINAL:
+                return state
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(interval)
+
+
+def object_table(console: Console, run_id: str, uri: str, objects: list[dict[str, Any]]) -> None:
+    if not objects:
+        console.print(f"{run_id}: nothing under {uri} yet", markup=False)
+        return
+    table = Table(title=f"{run_id}: {uri}", title_justify="left")
+    table.add_column("object")
+    table.add_column("bytes", justify="right")
+    prefix = uri.removeprefix("s3://").partition("/")[2]
+    for obj in objects:
+        table.add_row(obj["Key"].removeprefix(prefix), f"{obj['Size']:,}")
+    console.print(table)
+
+
+def download(console: Console, uri: str, objects: list[dict[str, Any]], dest: Path) -> None:
+    """Download with boto3's transfer manager (multipart, parallel), one progress bar."""
+    s3 = aws.client("s3")
+    prefix = uri.removeprefix("s3://").partition("/")[2]
+    total = sum(int(o["Size"]) for o in objects)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"{dest}", total=total)
+        for obj in objects:
+            target = dest / obj["Key"].removeprefix(prefix)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(
+                obj["Bucket"],
+                obj["Key"],
+                str(target),
+                Callback=lambda n: progress.advance(task, n),
+            )
+    console.print(f"downloaded {len(objects)} objects ({total:,} bytes) to {dest}", markup=False)

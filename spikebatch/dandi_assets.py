@@ -1,0 +1,143 @@
+"""Resolve DANDI asset paths and globs to concrete assets, over the DANDI REST API.
+
+The submit Lambda cannot carry the ``dandi`` package, so this is plain ``urllib`` against
+the same endpoints ``dandi.dandiapi.DandiAPIClient.get_assets_by_glob`` and
+``get_asset_by_path`` call (``GET /dandisets/{id}/versions/{v}/assets/?glob=`` / ``?path=``,
+paginated through ``next``). The glob semantics are the archive's own (server-side); the
+CLI and the Lambda both call this module, so there is one home for them.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from spikebatch.contract import DEFAULT_DANDI_API_URL
+from spikebatch.request import JobRequest
+
+PAGE_SIZE = 1000
+TIMEOUT_S = 30.0
+MAX_ASSETS = 10_000  # one Batch array job at most
+
+
+class DandiLookupError(RuntimeError):
+    """The archive could not answer, or does not have what was asked for (one line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DandiAsset:
+    path: str
+    size: int
+    asset_id: str
+
+
+def _get(url: str, token: str | None) -> Any:
+    headers = {"Accept": "application/json", "User-Agent": "spikebatch"}
+    if token:
+        headers["Authorization"] = f"token {token}"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise LookupError(url) from None
+        if exc.code in (401, 403):
+            raise DandiLookupError(
+                f"DANDI refused access ({exc.code}) to {url}: embargoed? set DANDI_API_KEY"
+            ) from None
+        raise DandiLookupError(f"DANDI API error {exc.code} for {url}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DandiLookupError(f"cannot reach the DANDI API at {url}: {reason}") from None
+    except ValueError:
+        raise DandiLookupError(f"the DANDI API sent something that is not JSON: {url}") from None
+
+
+def _listing(
+    api_url: str, dandiset_id: str, version: str, params: dict[str, str], token: str | None
+) -> Iterator[DandiAsset]:
+    base = f"{api_url.rstrip('/')}/dandisets/{dandiset_id}/versions/{version}/assets/"
+    query = {**params, "order": "path", "page_size": str(PAGE_SIZE)}
+    url: str | None = f"{base}?{urllib.parse.urlencode(query)}"
+    while url:
+        try:
+            page = _get(url, token)
+        except LookupError:
+            raise DandiLookupError(
+                f"dandiset {dandiset_id} version {version} not found at {api_url}"
+            ) from None
+        for item in page.get("results") or []:
+            yield DandiAsset(
+                path=str(item["path"]), size=int(item.get("size") or 0), asset_id=item["asset_id"]
+            )
+        url = page.get("next")
+
+
+def glob_assets(
+    dandiset_id: str,
+    version: str,
+    pattern: str,
+    *,
+    api_url: str = DEFAULT_DANDI_API_URL,
+    token: str | None = None,
+) -> list[DandiAsset]:
+    """Assets whose path matches ``pattern`` (the archive's glob), sorted by path."""
+    found = []
+    for asset in _listing(api_url, dandiset_id, version, {"glob": pattern}, token):
+        found.append(asset)
+        if len(found) > MAX_ASSETS:
+            raise DandiLookupError(
+                f"{pattern!r} matches more than {MAX_ASSETS} assets (one array job's limit); "
+                "narrow the glob"
+            )
+    return found
+
+
+def get_assets(
+    dandiset_id: str,
+    version: str,
+    paths: Sequence[str],
+    *,
+    api_url: str = DEFAULT_DANDI_API_URL,
+    token: str | None = None,
+) -> list[DandiAsset]:
+    """The assets at exactly ``paths``; one error naming every path that is not there."""
+    found: list[DandiAsset] = []
+    missing = []
+    for path in paths:
+        hits = [
+            a
+            for a in _listing(api_url, dandiset_id, version, {"path": path}, token)
+            if a.path == path
+        ]
+        if hits:
+            found.append(hits[0])
+        else:
+            missing.append(path)
+    if missing:
+        raise DandiLookupError(
+            f"not in dandiset {dandiset_id} ({version}): {', '.join(missing[:5])}"
+            + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        )
+    return found
+
+
+def resolve_request_assets(
+    request: JobRequest, *, api_url: str, token: str | None = None
+) -> list[DandiAsset]:
+    """The DANDI assets a request names (its glob resolved, its paths checked); [] for URIs."""
+    if request.dandiset_id is None:
+        return []
+    if request.asset_glob is not None:
+        return glob_assets(
+            request.dandiset_id, request.version, request.asset_glob, api_url=api_url, token=token
+        )
+    return get_assets(
+        request.dandiset_id, request.version, request.assets or [], api_url=api_url, token=token
+    )

@@ -1,0 +1,294 @@
+"""The job-request model: one validated description of "sort these recordings".
+
+Both entry points build it: the CLI from flags or ``--request file.json``, the S3 trigger
+from ``requests/*.json`` (DESIGN.md, "Job-request file"). Pure pydantic so the Lambda can
+import it. Validation is strict (a JSON string is not a number) and unknown keys are
+rejected, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from spikebatch.sorters import DEFAULT_SORTER, get_sorter
+
+MAX_REQUEST_BYTES = 1024 * 1024
+"""A request file larger than this is rejected unread (a request is a few hundred bytes)."""
+
+MAX_ARRAY_SIZE = 10_000
+"""AWS Batch's limit on array job size."""
+
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._=+-]*"
+_PREFIX_RE = re.compile(rf"^{_SEGMENT}(/{_SEGMENT})*$")
+_DANDISET_RE = re.compile(r"^\d{6}$")
+_VERSION_RE = re.compile(r"^(draft|\d+\.\d{6}\.\d{4})$")
+_INPUT_URI_RE = re.compile(
+    r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S.*|https://[^/\s]+/\S*|file:///\S.*)$"
+)
+
+AssetPath = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+_CONTROL_RE = re.compile(r"[\x00-\x1f]")
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceLimits:
+    """The largest job the stack's instance types can place (submit Lambda's RESOURCE_LIMITS)."""
+
+    max_vcpus: int
+    max_memory_gib: float
+    max_gpus: int
+
+    @classmethod
+    def from_json(cls, text: str) -> ResourceLimits:
+        data = json.loads(text)
+        return cls(
+            max_vcpus=int(data["max_vcpus"]),
+            max_memory_gib=float(data["max_memory_gib"]),
+            max_gpus=int(data["max_gpus"]),
+        )
+
+
+class Resources(BaseModel):
+    """What one Batch job asks for; unset values come from the sorter's declared defaults."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    gpus: int | None = Field(None, ge=0, le=16, description="GPUs per job (GPU sorters: ≥ 1)")
+    vcpus: int | None = Field(None, ge=1, le=448, description="vCPUs per job")
+    memory_gib: float | None = Field(None, gt=0, le=24_576, description="memory per job, GiB")
+    timeout_hours: float = Field(12, gt=0, le=14 * 24, description="per-attempt time limit")
+    spot: bool = Field(True, description="spot queue (falls back to on-demand) or on-demand only")
+
+    @field_validator("vcpus", "memory_gib", "gpus")
+    @classmethod
+    def _within_stack_limits(cls, value: float | None, info: ValidationInfo) -> float | None:
+        limits = (info.context or {}).get("limits")
+        if value is None or not isinstance(limits, ResourceLimits):
+            return value
+        ceiling = {
+            "vcpus": limits.max_vcpus,
+            "memory_gib": limits.max_memory_gib,
+            "gpus": limits.max_gpus,
+        }[info.field_name]
+        if value > ceiling:
+            raise ValueError(
+                f"{value:g} is more than the stack's largest instance type offers ({ceiling:g})"
+            )
+        return value
+
+
+class JobRequest(BaseModel):
+    """A job-request file. Exactly one input: ``assets``, ``asset_glob`` or ``input_uri``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    dandiset_id: str | None = Field(None, description="six digits, e.g. 000409")
+    version: str = Field("draft", description="draft or a published version, e.g. 0.230111.1914")
+    assets: list[AssetPath] | None = Field(
+        None, min_length=1, max_length=MAX_ARRAY_SIZE, description="asset paths in the dandiset"
+    )
+    asset_glob: str | None = Field(
+        None, min_length=1, max_length=1024, description="glob over asset paths, resolved by DANDI"
+    )
+    input_uri: str | None = Field(
+        None, description="s3://bucket/key.nwb or https://... (file:///... for run-local only)"
+    )
+    sorter: str = Field(DEFAULT_SORTER, description="a declared sorter (spikebatch.sorters)")
+    sorter_params: dict[str, Any] = Field(default_factory=dict)
+    preprocessing: dict[str, Any] | None = None
+    electrical_series_path: str | None = Field(None, min_length=1)
+    output_prefix: str | None = Field(None, max_length=512, description="under results/")
+    max_duration_s: float | None = Field(None, gt=0)
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("dandiset_id")
+    @classmethod
+    def _six_digits(cls, value: str | None) -> str | None:
+        if value is not None and not _DANDISET_RE.match(value):
+            raise ValueError(f"{value!r} is not a dandiset id (six digits, e.g. '000409')")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _dandi_version(cls, value: str) -> str:
+        if not _VERSION_RE.match(value):
+            raise ValueError(f"{value!r}: use 'draft' or a published version like 0.230111.1914")
+        return value
+
+    @field_validator("input_uri")
+    @classmethod
+    def _fetchable_uri(cls, value: str | None) -> str | None:
+        if value is not None and not _INPUT_URI_RE.match(value):
+            raise ValueError(
+                f"{value[:200]!r}: use s3://bucket/key, https://host/path (or file:///path locally)"
+            )
+        return value
+
+    @field_validator("sorter")
+    @classmethod
+    def _known_sorter(cls, value: str) -> str:
+        get_sorter(value)  # raises with the list of known sorters
+        return value
+
+    @field_validator("assets")
+    @classmethod
+    def _plain_assets(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            bad = [a for a in value if a.startswith("/") or _CONTROL_RE.search(a)]
+            if bad:
+                raise ValueError(
+                    f"asset paths are relative to the dandiset, without control characters: "
+                    f"{bad[:3]!r}"
+                )
+            doubles = sorted({a for a in value if value.count(a) > 1})
+            if doubles:
+                raise ValueError(f"listed more than once: {doubles}")
+            bad = [a for a in value if ".." in a.split("/")]
+            if bad:
+                raise ValueError(f"'..' is not allowed in asset paths: {bad}")
+        return value
+
+    @field_validator("output_prefix")
+    @classmethod
+    def _plain_prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        cleaned = value.strip("/")
+        # DESIGN.md's example writes "results/my-run"; results/ is implied, so accept both.
+        if cleaned == "results" or cleaned.startswith("results/"):
+            cleaned = cleaned.removeprefix("results").strip("/")
+        if cleaned and (not _PREFIX_RE.match(cleaned) or ".." in cleaned.split("/")):
+            raise ValueError(
+                "use path segments of letters, digits and ._=+- separated by '/', e.g. lab/may"
+            )
+        return cleaned or None
+
+    @field_validator("resources")
+    @classmethod
+    def _fits_sorter(cls, value: Resources, info: ValidationInfo) -> Resources:
+        sorter = info.data.get("sorter")
+        if sorter is None:  # the sorter itself was invalid; that error is reported already
+            return value
+        spec = get_sorter(sorter)
+        if spec.needs_gpu and value.gpus == 0:
+            raise ValueError(f"{sorter} needs a GPU: gpus must be at least 1")
+        if not spec.needs_gpu and value.gpus:
+            raise ValueError(f"{sorter} runs on CPU: gpus must be 0 or left out")
+        return value
+
+    @model_validator(mode="after")
+    def _one_input(self) -> Self:
+        given = [k for k in ("assets", "asset_glob", "input_uri") if getattr(self, k) is not None]
+        if len(given) != 1:
+            got = ", ".join(given) if given else "none"
+            raise ValueError(f"give exactly one of assets, asset_glob, input_uri (got: {got})")
+        if given[0] != "input_uri" and self.dandiset_id is None:
+            raise ValueError(f"{given[0]} needs dandiset_id")
+        if given[0] == "input_uri" and self.dandiset_id is not None:
+            raise ValueError("dandiset_id goes with assets or asset_glob, not input_uri")
+        return self
+
+    # -- resolved values ---------------------------------------------------------------
+
+    @property
+    def needs_gpu(self) -> bool:
+        return get_sorter(self.sorter).needs_gpu
+
+    @property
+    def gpus(self) -> int:
+        if not self.needs_gpu:
+            return 0
+        return self.resources.gpus if self.resources.gpus is not None else 1
+
+    @property
+    def vcpus(self) -> int:
+        return self.resources.vcpus or get_sorter(self.sorter).default_vcpus
+
+    @property
+    def memory_gib(self) -> float:
+        return self.resources.memory_gib or float(get_sorter(self.sorter).default_memory_gib)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One field-by-field complaint, as written to ``errors/<request-name>.json``."""
+
+    field: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class RequestError(ValueError):
+    """A request that cannot be submitted; carries the field-by-field errors."""
+
+    def __init__(self, errors: list[FieldError]):
+        self.errors = errors
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+
+
+def _field_errors(exc: ValidationError) -> list[FieldError]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "request"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        out.append(FieldError(loc, message))
+    return out
+
+
+def parse_request(
+    data: bytes | str | Mapping[str, Any],
+    *,
+    limits: ResourceLimits | None = None,
+    default_sorter: str | None = None,
+) -> JobRequest:
+    """Validate a request document (file bytes or an already-decoded mapping).
+
+    ``default_sorter`` (the stack's) applies when the request names none. Raises
+    :class:`RequestError` listing every problem; never anything else for bad input.
+    """
+    if isinstance(data, bytes | str):
+        data = _decode(data)
+    if not isinstance(data, Mapping):
+        raise RequestError(
+            [FieldError("request", f"must be a JSON object, got {type(data).__name__}")]
+        )
+    document = dict(data)
+    if default_sorter is not None:
+        document.setdefault("sorter", default_sorter)
+    try:
+        return JobRequest.model_validate(document, context={"limits": limits})
+    except ValidationError as exc:
+        raise RequestError(_field_errors(exc)) from None
+
+
+def _decode(raw: bytes | str) -> Any:
+    size = len(raw.encode(errors="replace") if isinstance(raw, str) else raw)
+    if size > MAX_REQUEST_BYTES:
+        raise RequestError(
+            [FieldError("request", f"{size} bytes; a request is at most {MAX_REQUEST_BYTES}")]
+        )
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise RequestError([FieldError("request", "not UTF-8 text; a request is JSON")]) from None
+    except (ValueError, RecursionError) as exc:
+        raise RequestError([FieldError("request", f"not valid JSON ({exc})"[:200])]) from None

@@ -1,0 +1,105 @@
+"""Find a deployed spikebatch stack by name, so users never paste ARNs.
+
+The CDK stack exports its resources as CloudFormation outputs (README, "Deploy"); the
+CLI reads them with DescribeStacks. The output keys below are the contract with
+``stacks/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+
+from spikebatch import aws
+from spikebatch.request import ResourceLimits
+from spikebatch.submission import Deployment
+
+DEFAULT_STACK_NAME = "SpikeBatch"
+
+REQUIRED_OUTPUTS = (
+    "DataBucketName",
+    "JobQueueArn",
+    "PriorityQueueArn",
+    "GpuJobDefinitionArn",
+    "CpuJobDefinitionArn",
+    "LogGroupName",
+)
+OPTIONAL_OUTPUTS = (
+    "FailureTopicArn",
+    "DashboardUrl",
+    "IdempotencyTableName",
+    "DandiApiKeySecretArn",
+    "ImageUri",
+    "ResourceLimits",
+    "DefaultSorter",
+    "DandiApiUrl",
+)
+
+
+class StackNotFoundError(RuntimeError):
+    """The named stack is missing, unreadable, or lacks outputs the CLI needs."""
+
+
+@dataclass(frozen=True, slots=True)
+class StackOutputs:
+    stack_name: str
+    region: str
+    outputs: dict[str, str]
+
+    @property
+    def bucket(self) -> str:
+        return self.outputs["DataBucketName"]
+
+    @property
+    def log_group_name(self) -> str:
+        return self.outputs["LogGroupName"]
+
+    @property
+    def dashboard_url(self) -> str | None:
+        return self.outputs.get("DashboardUrl")
+
+    def deployment(self) -> Deployment:
+        """The submit-side view of the stack (what the submit Lambda gets as env vars)."""
+        limits_json = self.outputs.get("ResourceLimits")
+        return Deployment(
+            bucket=self.bucket,
+            job_queue_arn=self.outputs["JobQueueArn"],
+            priority_queue_arn=self.outputs["PriorityQueueArn"],
+            gpu_job_definition_arn=self.outputs["GpuJobDefinitionArn"],
+            cpu_job_definition_arn=self.outputs["CpuJobDefinitionArn"],
+            limits=ResourceLimits.from_json(limits_json) if limits_json else None,
+            **{
+                key: self.outputs[output]
+                for key, output in (
+                    ("default_sorter", "DefaultSorter"),
+                    ("dandi_api_url", "DandiApiUrl"),
+                )
+                if output in self.outputs
+            },
+        )
+
+
+def load_stack_outputs(stack_name: str, *, region: str | None = None) -> StackOutputs:
+    """DescribeStacks → outputs; one clear error when the stack is not there."""
+    cfn: Any = aws.client("cloudformation", region=region)
+    where = f"in {region or 'the default region'}"
+    try:
+        stacks = cfn.describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as exc:
+        message = exc.response.get("Error", {}).get("Message", str(exc))
+        raise StackNotFoundError(
+            f"stack {stack_name!r} not found {where} ({message}); deploy it with `cdk deploy` "
+            "or pass --stack-name / SPIKEBATCH_STACK"
+        ) from None
+    except (NoCredentialsError, NoRegionError) as exc:
+        raise StackNotFoundError(f"cannot reach AWS: {exc}") from None
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    missing = [key for key in REQUIRED_OUTPUTS if key not in outputs]
+    if missing:
+        raise StackNotFoundError(
+            f"stack {stack_name!r} {where} lacks outputs {', '.join(missing)}; "
+            "is it a spikebatch stack, and is the deployment finished?"
+        )
+    return StackOutputs(stack_name=stack_name, region=aws.region_of(cfn), outputs=outputs)

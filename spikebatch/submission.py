@@ -1,0 +1,298 @@
+"""Turn a validated :class:`~spikebatch.request.JobRequest` into AWS Batch jobs.
+
+Planning (run ids, env overrides, queue and job definition, array manifest) is a pure
+function so the CLI's ``--dry-run`` prints exactly what :func:`submit` sends. Several
+assets become one Batch array job: child *i* applies entry *i* of a manifest written to
+``manifests/`` before the job exists (``spikebatch.contract.apply_array_child``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from spikebatch import aws
+from spikebatch import runs as run_records
+from spikebatch.contract import (
+    DEFAULT_DANDI_API_URL,
+    Env,
+    dandi_source,
+    derive_run_id,
+)
+from spikebatch.request import (
+    FieldError,
+    JobRequest,
+    RequestError,
+    ResourceLimits,
+    parse_request,
+)
+from spikebatch.runs import RUN_ID_TAG
+from spikebatch.sorters import DEFAULT_SORTER
+
+RESULTS_PREFIX = "results"
+MANIFESTS_PREFIX = "manifests"
+
+
+class DeploymentConfigError(RuntimeError):
+    """A required setting of the deployed stack is missing (names the variable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """The parts of the deployed stack a submission needs (stack outputs or Lambda env)."""
+
+    bucket: str
+    job_queue_arn: str
+    priority_queue_arn: str
+    gpu_job_definition_arn: str
+    cpu_job_definition_arn: str
+    limits: ResourceLimits | None = None
+    default_sorter: str = DEFAULT_SORTER
+    dandi_api_url: str = DEFAULT_DANDI_API_URL
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Deployment:
+        """The submit Lambda's environment (set by ``stacks/``)."""
+        required = {
+            "bucket": "DATA_BUCKET",
+            "job_queue_arn": "JOB_QUEUE_ARN",
+            "priority_queue_arn": "PRIORITY_QUEUE_ARN",
+            "gpu_job_definition_arn": "GPU_JOB_DEFINITION_ARN",
+            "cpu_job_definition_arn": "CPU_JOB_DEFINITION_ARN",
+        }
+        missing = [var for var in required.values() if not env.get(var)]
+        if missing:
+            raise DeploymentConfigError(f"missing environment variables: {', '.join(missing)}")
+        limits = None
+        if env.get("RESOURCE_LIMITS"):
+            try:
+                limits = ResourceLimits.from_json(env["RESOURCE_LIMITS"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DeploymentConfigError(f"RESOURCE_LIMITS: not valid ({exc})") from None
+        return cls(
+            **{key: env[var] for key, var in required.items()},
+            limits=limits,
+            default_sorter=env.get("DEFAULT_SORTER") or DEFAULT_SORTER,
+            dandi_api_url=env.get("DANDI_API_URL") or DEFAULT_DANDI_API_URL,
+        )
+
+    def output_uri(self, output_prefix: str | None) -> str:
+        """``OUTPUT_URI`` for a request: ``s3://<bucket>/results[/<output_prefix>]``."""
+        parts = [RESULTS_PREFIX, *([output_prefix] if output_prefix else [])]
+        return f"s3://{self.bucket}/{'/'.join(parts)}"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRun:
+    """One recording to sort: its run id, where it comes from, and its array slot."""
+
+    run_id: str
+    source: str
+    input_env: dict[str, str]
+    array_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionPlan:
+    """Everything :func:`submit` will do, computed without touching AWS."""
+
+    request: JobRequest
+    run_id: str
+    runs: list[PlannedRun]
+    output_uri: str
+    submit_job: dict[str, Any]
+    manifest_key: str | None = None
+    manifest: list[dict[str, str]] | None = None
+
+    @property
+    def is_array(self) -> bool:
+        return self.manifest is not None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedJob:
+    run_id: str
+    job_id: str
+    job_name: str
+    job_queue: str
+    runs: list[PlannedRun] = field(default_factory=list)
+
+    def child_job_id(self, run: PlannedRun) -> str:
+        """Batch names array children ``<parent-id>:<index>``."""
+        return self.job_id if run.array_index is None else f"{self.job_id}:{run.array_index}"
+
+
+def batch_job_name(run_id: str) -> str:
+    """Batch job names allow ``[A-Za-z0-9_-]{1,128}``; run ids may also contain dots."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", run_id)[:128]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _run_id(request: JobRequest, source: str) -> str:
+    return derive_run_id(
+        source=source,
+        sorter=request.sorter,
+        sorter_params=request.sorter_params,
+        preprocessing=request.preprocessing,
+        max_duration_s=request.max_duration_s,
+        electrical_series_path=request.electrical_series_path,
+    )
+
+
+def _runs(request: JobRequest, assets: Sequence[str] | None) -> list[PlannedRun]:
+    if request.input_uri is not None:
+        env = {Env.INPUT_URI.value: request.input_uri}
+        return [PlannedRun(_run_id(request, request.input_uri), request.input_uri, env)]
+    paths = list(request.assets or assets or [])
+    if not paths:
+        raise RequestError(
+            [
+                FieldError(
+                    "asset_glob",
+                    f"{request.asset_glob!r} matched no assets in dandiset "
+                    f"{request.dandiset_id} ({request.version})",
+                )
+            ]
+        )
+    assert request.dandiset_id is not None  # the model guarantees it for DANDI inputs
+    array = len(paths) > 1
+    runs = []
+    for index, path in enumerate(paths):
+        source = dandi_source(request.dandiset_id, request.version, path)
+        env = {Env.DANDI_ASSET_PATH.value: path}
+        runs.append(PlannedRun(_run_id(request, source), source, env, index if array else None))
+    return runs
+
+
+def _common_env(request: JobRequest, dandi_api_url: str, output_uri: str) -> dict[str, str]:
+    env = {
+        Env.SORTER.value: request.sorter,
+        Env.SORTER_PARAMS.value: _json(request.sorter_params),
+        Env.OUTPUT_URI.value: output_uri,
+    }
+    if request.dandiset_id is not None:
+        env[Env.DANDISET_ID.value] = request.dandiset_id
+        env[Env.DANDISET_VERSION.value] = request.version
+        env[Env.DANDI_API_URL.value] = dandi_api_url
+    if request.preprocessing is not None:
+        env[Env.PREPROCESSING.value] = _json(request.preprocessing)
+    if request.max_duration_s is not None:
+        env[Env.MAX_DURATION_S.value] = repr(request.max_duration_s)
+    if request.electrical_series_path is not None:
+        env[Env.ELECTRICAL_SERIES_PATH.value] = request.electrical_series_path
+    return env
+
+
+def _resources(request: JobRequest) -> list[dict[str, str]]:
+    reqs = [
+        {"type": "VCPU", "value": str(request.vcpus)},
+        {"type": "MEMORY", "value": str(int(request.memory_gib * 1024))},
+    ]
+    if request.gpus:
+        reqs.append({"type": "GPU", "value": str(request.gpus)})
+    return reqs
+
+
+def _array_run_id(request: JobRequest, runs: list[PlannedRun]) -> str:
+    digest = hashlib.sha256("\n".join(r.source for r in runs).encode()).hexdigest()[:8]
+    return _run_id(request, f"dandiset-{request.dandiset_id}-{len(runs)}-assets-{digest}")
+
+
+def plan_submission(
+    request: JobRequest, deployment: Deployment, *, assets: Sequence[str] | None = None
+) -> SubmissionPlan:
+    """The exact Batch request for ``request``; ``assets`` are a resolved ``asset_glob``."""
+    if deployment.limits is not None:  # re-check: the request may come from a file or flags
+        request = parse_request(request.model_dump(exclude_unset=True), limits=deployment.limits)
+    if request.input_uri is not None and request.input_uri.startswith("file://"):
+        raise RequestError(
+            [FieldError("input_uri", "a file:// URI is local; Batch jobs read s3:// or https://")]
+        )
+    runs = _runs(request, assets)
+    output_uri = deployment.output_uri(request.output_prefix)
+    env = _common_env(request, deployment.dandi_api_url, output_uri)
+    is_array = len(runs) > 1
+    run_id = _array_run_id(request, runs) if is_array else runs[0].run_id
+    manifest_key = manifest = None
+    if is_array:
+        manifest = [{**run.input_env, Env.RUN_ID.value: run.run_id} for run in runs]
+        manifest_key = f"{MANIFESTS_PREFIX}/{run_id}.json"
+        env[Env.ARRAY_MANIFEST_URI.value] = f"s3://{deployment.bucket}/{manifest_key}"
+    else:
+        env.update(runs[0].input_env)
+        env[Env.RUN_ID.value] = run_id
+    kwargs: dict[str, Any] = {
+        "jobName": batch_job_name(run_id),
+        "jobQueue": (
+            deployment.job_queue_arn if request.resources.spot else deployment.priority_queue_arn
+        ),
+        "jobDefinition": (
+            deployment.gpu_job_definition_arn
+            if request.needs_gpu
+            else deployment.cpu_job_definition_arn
+        ),
+        "containerOverrides": {
+            "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
+            "resourceRequirements": _resources(request),
+        },
+        "timeout": {"attemptDurationSeconds": max(60, int(request.resources.timeout_hours * 3600))},
+        "tags": {RUN_ID_TAG: run_id},
+        "propagateTags": True,
+    }
+    if is_array:
+        kwargs["arrayProperties"] = {"size": len(runs)}
+    return SubmissionPlan(
+        request=request,
+        run_id=run_id,
+        runs=runs,
+        output_uri=output_uri,
+        submit_job=kwargs,
+        manifest_key=manifest_key,
+        manifest=manifest,
+    )
+
+
+def local_environment(
+    request: JobRequest, output_uri: str, *, dandi_api_url: str = DEFAULT_DANDI_API_URL
+) -> dict[str, str]:
+    """The environment a one-recording job would get, writing to ``output_uri`` instead."""
+    runs = _runs(request, None)
+    if len(runs) != 1:
+        raise RequestError([FieldError("assets", "run-local sorts one recording at a time")])
+    env = _common_env(request, dandi_api_url, output_uri) | runs[0].input_env
+    return env | {Env.RUN_ID.value: runs[0].run_id}
+
+
+def submit(
+    plan: SubmissionPlan,
+    deployment: Deployment,
+    *,
+    submitted_by: str,
+    region: str | None = None,
+) -> SubmittedJob:
+    """Write the manifest, submit the job, then write ``runs/<run-id>/request.json`` records."""
+    s3 = aws.client("s3", region=region)
+    if plan.manifest_key is not None:
+        s3.put_object(
+            Bucket=deployment.bucket,
+            Key=plan.manifest_key,
+            Body=json.dumps(plan.manifest, indent=1).encode(),
+            ContentType="application/json",
+        )
+    response = aws.client("batch", region=region).submit_job(**plan.submit_job)
+    job = SubmittedJob(
+        run_id=plan.run_id,
+        job_id=response["jobId"],
+        job_name=response["jobName"],
+        job_queue=plan.submit_job["jobQueue"],
+        runs=plan.runs,
+    )
+    run_records.write_submitted(plan, job, bucket=deployment.bucket, submitted_by=submitted_by)
+    return job

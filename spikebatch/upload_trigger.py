@@ -1,0 +1,289 @@
+"""S3 upload → Batch: what the submit Lambda does with one S3 event, as plain functions.
+
+``requests/**.json`` is a job-request file; ``uploads/**.nwb`` is a recording to sort with
+the stack's default sorter. A bad request starts no job and leaves
+``errors/<request-name>.json`` saying what is wrong, field by field. Malformed events
+never raise: each yields an outcome with an error object. S3 delivers at least once and
+sometimes concurrently, so every object version is claimed once in DynamoDB before any
+job is submitted; a claim whose work failed (AWS throttling, say) is released and the
+error re-raised so that Lambda's retry tries again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Event
+from botocore.exceptions import ClientError
+
+from spikebatch import aws
+from spikebatch.dandi_assets import DandiLookupError, resolve_request_assets
+from spikebatch.idempotency import claim_once, settle
+from spikebatch.request import (
+    MAX_REQUEST_BYTES,
+    FieldError,
+    JobRequest,
+    RequestError,
+    parse_request,
+)
+from spikebatch.submission import Deployment, plan_submission, submit
+
+log = logging.getLogger(__name__)
+
+REQUESTS_PREFIX = "requests/"
+UPLOADS_PREFIX = "uploads/"
+ERRORS_PREFIX = "errors/"
+
+
+@dataclass(frozen=True, slots=True)
+class S3Object:
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str | None
+    size: int | None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.uri}#{self.version_id or self.etag or 'unversioned'}"
+
+
+@dataclass
+class Outcome:
+    """What happened to one S3 object (or to an event that named none)."""
+
+    status: str  # submitted | rejected | duplicate | ignored
+    object: str | None = None
+    run_ids: list[str] = field(default_factory=list)
+    job_id: str | None = None
+    errors: list[dict[str, str]] = field(default_factory=list)
+    error_file: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
+
+
+class EventShapeError(ValueError):
+    pass
+
+
+_SHAPE_ERRORS = (EventShapeError, KeyError, TypeError, AttributeError, ValueError)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _s3_object(bucket: Any, key: Any, version_id: Any, etag: Any, size: Any) -> S3Object:
+    """An S3Object from event fields, refusing anything S3 itself could not have sent."""
+    if not isinstance(bucket, str) or not isinstance(key, str) or not key:
+        raise EventShapeError("bucket name and object key must be non-empty strings")
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EventShapeError("the object key is not valid Unicode") from None
+    if len(encoded) > 1024:
+        raise EventShapeError("the object key is longer than S3 allows (1024 bytes)")
+    return S3Object(
+        bucket=bucket,
+        key=key,
+        version_id=_text(version_id),
+        etag=_text(etag),
+        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+    )
+
+
+def _s3_objects(event: Any) -> list[S3Object | Outcome]:
+    """S3 notifications (Records[]) and EventBridge "Object Created" events, via Powertools.
+
+    Each record becomes an :class:`S3Object`, or a rejected :class:`Outcome` saying why not.
+    """
+    if not isinstance(event, Mapping):
+        raise EventShapeError(f"an event is a JSON object, got {type(event).__name__}")
+    if "detail-type" in event:
+        bridge = EventBridgeEvent(dict(event))
+        if bridge.detail_type != "Object Created":
+            raise EventShapeError(f"unexpected EventBridge event {bridge.detail_type!r}")
+        detail, obj = bridge.detail, bridge.detail["object"]
+        return [
+            _s3_object(
+                detail["bucket"]["name"],
+                obj["key"],
+                obj.get("version-id"),
+                obj.get("etag"),
+                obj.get("size"),
+            )
+        ]
+    raw_records = event.get("Records")
+    if not isinstance(raw_records, list) or not raw_records:
+        raise EventShapeError("no Records list")
+    found: list[S3Object | Outcome] = []
+    for record in S3Event(dict(event)).records:
+        try:
+            if not str(record.event_name).startswith("ObjectCreated:"):
+                raise EventShapeError(f"not an object creation: {record.event_name!r}")
+            raw = record.s3.get_object.raw_event
+            key = raw["key"]
+            found.append(
+                _s3_object(
+                    record.s3.bucket.name,
+                    unquote_plus(key) if isinstance(key, str) else key,  # S3 URL-encodes keys
+                    raw.get("versionId"),
+                    raw.get("eTag"),
+                    raw.get("size"),
+                )
+            )
+        except _SHAPE_ERRORS as exc:
+            found.append(_bad_event(exc))
+    return found
+
+
+def _bad_event(exc: Exception) -> Outcome:
+    detail = exc.args[0] if isinstance(exc, EventShapeError) and exc.args else f"bad field {exc}"
+    message = f"not an S3 object-created event: {detail}"
+    return Outcome("rejected", errors=[{"field": "event", "message": message}])
+
+
+def handle_event(event: Any, deployment: Deployment, *, table: str) -> dict[str, Any]:
+    """Process every object an S3 event names; never raises for a malformed event."""
+    try:
+        objects = _s3_objects(event)
+    except _SHAPE_ERRORS as exc:
+        objects = [_bad_event(exc)]
+    results = []
+    for item in objects:
+        if isinstance(item, Outcome):
+            results.append(_logged(item).to_json())
+        else:
+            results.append(handle_object(item, deployment, table=table).to_json())
+    return {"results": results}
+
+
+def handle_object(obj: S3Object, deployment: Deployment, *, table: str) -> Outcome:
+    """Route one created object: a request file, an upload, or something to ignore."""
+    if obj.bucket != deployment.bucket:
+        return _logged(Outcome("ignored", obj.uri, errors=[_err("bucket", "not the data bucket")]))
+    if obj.key.startswith(REQUESTS_PREFIX) and obj.key.endswith(".json"):
+        work = _request_from_file
+    elif obj.key.startswith(UPLOADS_PREFIX) and obj.key.lower().endswith(".nwb"):
+        work = _request_from_upload
+    else:
+        return _logged(
+            Outcome(
+                "ignored",
+                obj.uri,
+                errors=[_err("key", "expected requests/**.json or uploads/**.nwb")],
+            )
+        )
+    if not claim_once(table, obj.idempotency_key, object=obj.uri):
+        return _logged(Outcome("duplicate", obj.uri))
+    try:
+        outcome = _submit(obj, deployment, work)
+    except BaseException:
+        settle(table, obj.idempotency_key, "failed")  # let Lambda's retry claim it again
+        raise
+    settle(table, obj.idempotency_key, "done" if outcome.status == "submitted" else "rejected")
+    return _logged(outcome)
+
+
+def _err(field_name: str, message: str) -> dict[str, str]:
+    return {"field": field_name, "message": message}
+
+
+def _logged(outcome: Outcome) -> Outcome:
+    level = logging.INFO if outcome.status in ("submitted", "duplicate") else logging.WARNING
+    log.log(level, f"{outcome.status} {outcome.object}", extra={"outcome": outcome.to_json()})
+    return outcome
+
+
+def _submit(obj: S3Object, deployment: Deployment, work: Any) -> Outcome:
+    try:
+        request = work(obj, deployment)
+        assets = resolve_request_assets(request, api_url=deployment.dandi_api_url)
+        plan = plan_submission(request, deployment, assets=[a.path for a in assets] or None)
+    except RequestError as exc:
+        return _reject(obj, deployment, exc.errors)
+    except DandiLookupError as exc:
+        return _reject(obj, deployment, [FieldError("assets", str(exc))])
+    job = submit(plan, deployment, submitted_by=obj.uri)
+    return Outcome("submitted", obj.uri, [r.run_id for r in plan.runs], job.job_id)
+
+
+def _request_from_file(obj: S3Object, deployment: Deployment) -> JobRequest:
+    if obj.size is not None and obj.size > MAX_REQUEST_BYTES:
+        raise RequestError(
+            [FieldError("request", f"{obj.size} bytes; a request is at most {MAX_REQUEST_BYTES}")]
+        )
+    body = _read(obj)["Body"].read(MAX_REQUEST_BYTES + 1)
+    return parse_request(body, limits=deployment.limits, default_sorter=deployment.default_sorter)
+
+
+def _read(obj: S3Object, *, head: bool = False) -> Any:
+    """GetObject (or HeadObject) of exactly the version the event announced."""
+    extra = {"VersionId": obj.version_id} if obj.version_id else {}
+    if not extra and obj.etag:
+        extra = {"IfMatch": f'"{obj.etag.strip(chr(34))}"'}
+    s3 = aws.client("s3")
+    try:
+        return (s3.head_object if head else s3.get_object)(Bucket=obj.bucket, Key=obj.key, **extra)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in {"NoSuchKey", "NoSuchVersion", "404", "NotFound", "InvalidArgument"}:
+            raise RequestError([FieldError("request", f"the object is gone ({code})")]) from None
+        if code in {"PreconditionFailed", "412"}:
+            raise RequestError(
+                [FieldError("request", "replaced since this event; the newer upload counts")]
+            ) from None
+        raise
+
+
+def _request_from_upload(obj: S3Object, deployment: Deployment) -> JobRequest:
+    _read(obj, head=True)  # the upload must exist (as announced) before a job is paid for
+    return parse_request({"input_uri": obj.uri, "sorter": deployment.default_sorter})
+
+
+def _error_key(obj: S3Object) -> str:
+    name = obj.key.removeprefix(REQUESTS_PREFIX).removesuffix(".json")
+    return f"{ERRORS_PREFIX}{name}.json"
+
+
+def _reject(obj: S3Object, deployment: Deployment, errors: list[FieldError]) -> Outcome:
+    key = _error_key(obj)
+    document = {
+        "object": obj.uri,
+        "version_id": obj.version_id,
+        "etag": obj.etag,
+        "errors": [e.to_json() for e in errors],
+        "rejected_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "what_to_do": "fix the fields above and upload the request again (README: Submit)",
+    }
+    aws.client("s3").put_object(
+        Bucket=deployment.bucket,
+        Key=key,
+        Body=json.dumps(document, indent=1, ensure_ascii=False).encode(),
+        ContentType="application/json",
+    )
+    return Outcome(
+        "rejected",
+        obj.uri,
+        errors=document["errors"],
+        error_file=f"s3://{deployment.bucket}/{key}",
+    )
+
+
+def handle(event: Any, env: Mapping[str, str]) -> dict[str, Any]:
+    """The submit Lambda's whole job: settings from its environment, then the event."""
+    table = env.get("IDEMPOTENCY_TABLE")
+    if not table:
+        raise RuntimeError("missing environment variable: IDEMPOTENCY_TABLE")
+    return handle_event(event, Deployment.from_env(env), table=table)

@@ -1,0 +1,334 @@
+"""The worker pipeline: config -> fetch -> open -> preprocess -> sort -> postprocess -> export -> publish.
+
+Each stage is timed and named; any failure is recorded in run.json with its stage, and
+the exit code is non-zero. The same :func:`main` runs in ``docker run``, on Batch and
+in-process (``make demo``, the tests): it reads only the environment it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from spikebatch import transfer
+from spikebatch.contract import Env, apply_array_child
+from spikebatch.worker import fetch as fetch_stage
+from spikebatch.worker.errors import ExitCode, StageError, WorkerError
+from spikebatch.worker.instance import detect_instance
+from spikebatch.worker.jobkw import job_kwargs
+from spikebatch.worker.manifest import new_record, now
+from spikebatch.worker.publish import Publisher
+from spikebatch.worker.settings import ConfigError, WorkerSettings
+
+log = logging.getLogger("spikebatch.worker")
+
+STAGES = ("config", "fetch", "open", "preprocess", "sort", "postprocess", "export", "publish")
+
+
+class Interrupted(WorkerError):
+    """SIGTERM/SIGINT: Batch is stopping the job (spot reclaim, timeout, cancel)."""
+
+
+@dataclass
+class Outcome:
+    """What :func:`run` did: the exit code, the final manifest, where results went."""
+
+    exit_code: ExitCode
+    record: dict[str, Any] | None = None
+    destination: str | None = None
+    message: str = ""
+    scratch: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def load_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment with this array child's manifest entry applied (before validation)."""
+    env = dict(environ)
+    manifest_uri = env.get(Env.ARRAY_MANIFEST_URI)
+    if not manifest_uri:
+        return env
+    try:
+        manifest = json.loads(transfer.read_bytes(manifest_uri))
+    except (transfer.TransferError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{Env.ARRAY_MANIFEST_URI}: cannot read {manifest_uri}: {exc}") from None
+    if not isinstance(manifest, list) or not all(isinstance(e, dict) for e in manifest):
+        raise ConfigError(f"{Env.ARRAY_MANIFEST_URI}: must hold a JSON list of objects")
+    try:
+        return apply_array_child(env, manifest)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _redact(url: str) -> str:
+    """Drop query strings (pre-signed URLs carry credentials in them)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+class _Run:
+    """One run's mutable state: manifest, timings and the stage in progress."""
+
+    def __init__(self, settings: WorkerSettings, environ: Mapping[str, str]) -> None:
+        self.settings = settings
+        self.run_id = settings.effective_run_id
+        self.started = time.monotonic()
+        self.record = new_record(settings, self.run_id, dict(environ))
+        self.publisher = Publisher(settings.output_uri, self.run_id)
+        self.scratch = settings.scratch_dir / self.run_id
+        self.results = self.scratch / "results"
+        self.job_kwargs = job_kwargs()
+        self.began_publishing = False
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.record["stage"] = name
+        log.info("stage %s: start", name)
+        t0 = time.monotonic()
+        try:
+            yield
+        except (StageError, Interrupted):
+            raise
+        except (WorkerError, transfer.TransferError) as exc:
+            raise StageError(name, str(exc)) from exc
+        except Exception as exc:
+            log.exception("stage %s: unexpected error", name)
+            text = str(exc).strip().splitlines()
+            raise StageError(name, f"{type(exc).__name__}: {text[-1] if text else ''}") from exc
+        finally:
+            seconds = time.monotonic() - t0
+            timings = self.record["timings_s"]
+            timings[name] = round(timings.get(name, 0.0) + seconds, 2)  # publish runs twice
+            self.record["timings_s"] = {s: timings[s] for s in STAGES if s in timings}
+            log.info("stage %s: %.1f s", name, seconds)
+
+    def checkpoint(self) -> None:
+        """Rewrite run.json (still running) so readers see progress stage by stage."""
+        self.record["updated_at"] = now()
+        self.publisher.write_record(self.record)
+
+    def set_cost(self) -> None:
+        from spikebatch.cost import estimate, instance_price_per_hour
+
+        info = self.record.get("instance") or {}
+        instance_type, spot = info.get("type"), bool(info.get("spot"))
+        price = instance_price_per_hour(instance_type, spot) if instance_type else None
+        wall = time.monotonic() - self.started
+        estimated = None
+        rec_input = self.record["input"]
+        if price is not None and rec_input.get("sorted_duration_s"):
+            estimated = estimate(
+                rec_input["sorted_duration_s"],
+                rec_input["n_channels"],
+                instance_type=instance_type,
+                spot=spot,
+                sorter=self.settings.sorter,
+                input_bytes=rec_input.get("size"),
+            ).as_dict()
+        self.record["cost"] = {
+            "instance_type": instance_type,
+            "spot": spot,
+            "usd_per_hour": price,
+            "wall_s": round(wall, 1),
+            "actual_usd": round(price * wall / 3600.0, 4) if price is not None else None,
+            "estimated": estimated,
+        }
+
+
+def run(settings: WorkerSettings, environ: Mapping[str, str]) -> Outcome:
+    """Run every stage after config; never raises for a failed job, returns its outcome."""
+    import spikeinterface as si
+
+    job = _Run(settings, environ)
+    si.set_global_job_kwargs(**job.job_kwargs)
+    log.info("run %s: %s -> %s", job.run_id, settings.source, job.publisher.dest)
+    try:
+        with job.stage("config"):
+            from spikebatch.worker.sort import ensure_installed
+
+            job.record["sorter"]["version"] = ensure_installed(settings.sorter)
+            info = detect_instance(settings.instance_type)
+            job.record["instance"] = {
+                "type": info.instance_type,
+                "spot": info.spot,
+                "source": info.source,
+            }
+            if job.results.exists():
+                shutil.rmtree(job.results)
+            job.results.mkdir(parents=True)
+        with job.stage("publish"):
+            job.publisher.begin(job.record)
+            job.began_publishing = True
+        _run_stages(job)
+    except (StageError, Interrupted) as exc:
+        return _fail(job, exc)
+    message = (
+        f"succeeded: {job.record['units']['count']} units -> {job.publisher.dest}/ "
+        f"({', '.join(f'{k} {v:.1f}s' for k, v in job.record['timings_s'].items())})"
+    )
+    shutil.rmtree(job.scratch, ignore_errors=True)
+    return Outcome(
+        ExitCode.OK, job.record, job.publisher.dest, message, None, dict(job.record["timings_s"])
+    )
+
+
+def _run_stages(job: _Run) -> None:
+    from spikebatch.worker import export, postprocess, preprocess, recording, report, sort
+
+    settings, rec_input = job.settings, job.record["input"]
+    with job.stage("fetch"):
+        resolved = fetch_stage.resolve(settings)
+        rec_input.update(url=_redact(resolved.url), dandi_asset_id=resolved.dandi_asset_id)
+        downloaded = fetch_stage.fetch(resolved, job.scratch)
+        rec_input.update(
+            size=downloaded.size,
+            digest={
+                "name": downloaded.digest_name,
+                "value": downloaded.digest_value,
+                "verified": downloaded.digest_name is not None,
+            },
+            download_s=round(downloaded.seconds, 2),
+            resumed_bytes=downloaded.resumed_bytes,
+        )
+    job.checkpoint()
+    with job.stage("open"):
+        series = recording.choose_series(downloaded.path, settings.electrical_series_path)
+        raw = recording.open_recording(downloaded.path, series)
+        session = recording.read_session(downloaded.path)
+        rec_input.update(
+            electrical_series_path=series,
+            n_channels=raw.get_num_channels(),
+            sampling_frequency=raw.sampling_frequency,
+            duration_s=round(raw.get_total_duration(), 3),
+            session_identifier=session.identifier,
+        )
+    with job.stage("preprocess"):
+        traces, applied = preprocess.preprocess(
+            raw, settings.preprocessing, max_duration_s=settings.max_duration_s
+        )
+        job.record["preprocessing"]["applied"] = applied
+        rec_input["sorted_duration_s"] = round(traces.get_total_duration(), 3)
+    job.set_cost()
+    job.checkpoint()
+    with job.stage("sort"):
+        sorting = sort.run_sort(
+            traces, settings.sorter, settings.sorter_params, job.scratch / "sorter", job.job_kwargs
+        )
+    job.checkpoint()
+    with job.stage("postprocess"):
+        analyzer = postprocess.analyze(sorting, traces, job.scratch / "analyzer", job.job_kwargs)
+        n_rows = postprocess.write_quality_metrics(analyzer, job.results / "quality_metrics.csv")
+        metrics = postprocess.quality_metrics(analyzer)
+        job.record["units"] = {
+            "count": sorting.get_num_units(),
+            "quality_metrics_rows": n_rows,
+            "snr_ge_5": int((metrics["snr"] >= 5).sum()) if "snr" in metrics else None,
+            "spikes": int(sum(len(sorting.get_unit_spike_train(u)) for u in sorting.unit_ids)),
+        }
+    with job.stage("export"):
+        sorting.save(folder=job.results / "sorting", overwrite=True)
+        export.write_units_nwb(
+            analyzer,
+            session,
+            job.results / "units.nwb",
+            source=settings.source,
+            sorter=settings.sorter,
+        )
+        job.record["nwbinspector"] = export.inspect_units_nwb(job.results / "units.nwb")
+        title = f"{settings.sorter} · {Path(rec_input['source']).name}"
+        report.write_report(analyzer, metrics, job.results / "report", title=title)
+    job.checkpoint()
+    with job.stage("publish"):
+        job.record["outputs"] = sorted(
+            p.relative_to(job.results).as_posix() for p in job.results.rglob("*") if p.is_file()
+        )
+        job.publisher.upload(job.results)
+        job.record.update(status="succeeded", stage="done", finished_at=now(), updated_at=now())
+        job.set_cost()
+        job.publisher.write_record(job.record)
+
+
+def _fail(job: _Run, exc: BaseException) -> Outcome:
+    stage = getattr(exc, "stage", job.record.get("stage"))
+    message = getattr(exc, "message", str(exc))
+    job.record.update(
+        status="failed",
+        finished_at=now(),
+        updated_at=now(),
+        error={"stage": stage, "message": message, "type": type(exc.__cause__ or exc).__name__},
+    )
+    job.set_cost()
+    try:
+        if job.began_publishing:
+            job.publisher.write_record(job.record)
+        else:  # failed before run.json existed: clear an earlier run first, never mix two
+            job.publisher.begin(job.record)
+    except Exception as write_exc:  # the output itself is unreachable: say so, still exit 1
+        log.error(
+            "could not write run.json (failed) to %s: %s", job.publisher.run_json_uri, write_exc
+        )
+    log.info("scratch kept for inspection: %s", job.scratch)
+    code = ExitCode.INTERRUPTED if isinstance(exc, Interrupted) else ExitCode.FAILED
+    return Outcome(
+        code,
+        job.record,
+        job.publisher.dest,
+        f"failed in {stage}: {message}",
+        job.scratch,
+        dict(job.record["timings_s"]),
+    )
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def configure_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=os.environ.get("SPIKEBATCH_LOG_LEVEL", "INFO"),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+    logging.getLogger("spikebatch").setLevel(logging.INFO)
+
+
+def main(environ: Mapping[str, str] | None = None) -> int:
+    """The container entrypoint: validate everything, run, report one line, return the exit code."""
+    configure_logging()
+    environ = os.environ if environ is None else environ
+    try:
+        settings = WorkerSettings.from_env(load_environment(environ))
+    except ConfigError as exc:
+        print(f"spikebatch-worker: error: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    previous = {}
+    if _in_main_thread():
+        previous = {
+            s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)
+        }
+    try:
+        outcome = run(settings, environ)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    stream = sys.stdout if outcome.exit_code == ExitCode.OK else sys.stderr
+    print(f"spikebatch-worker: {outcome.message}", file=stream)
+    return int(outcome.exit_code)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

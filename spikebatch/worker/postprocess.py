@@ -1,0 +1,73 @@
+"""Postprocess stage: a SortingAnalyzer (waveforms, templates, amplitudes, locations) and QC.
+
+The analyzer lives in scratch; only its products (metrics, figures, units.nwb) are published.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: The quality metrics in quality_metrics.csv (SpikeInterface names).
+QUALITY_METRICS = [
+    "num_spikes",
+    "firing_rate",
+    "presence_ratio",
+    "snr",
+    "isi_violation",
+    "amplitude_cutoff",
+]
+
+_EXTENSIONS: dict[str, dict[str, Any]] = {
+    "random_spikes": {"method": "uniform", "max_spikes_per_unit": 500, "seed": 0},
+    "waveforms": {"ms_before": 1.0, "ms_after": 2.0},
+    "templates": {"operators": ["average", "std"]},
+    "noise_levels": {},
+    "spike_amplitudes": {},
+    "unit_locations": {"method": "monopolar_triangulation"},
+    "correlograms": {"window_ms": 50.0, "bin_ms": 1.0},
+    "template_similarity": {},
+}
+
+
+def analyze(sorting: Any, recording: Any, folder: Path, job_kwargs: dict[str, Any]) -> Any:
+    """Build the analyzer and compute the extensions + quality metrics."""
+    from spikeinterface.core import create_sorting_analyzer
+
+    analyzer = create_sorting_analyzer(
+        sorting,
+        recording,
+        format="binary_folder",
+        folder=folder,
+        sparse=True,
+        overwrite=True,
+        job_kwargs=job_kwargs,
+    )
+    # Job kwargs for the extensions come from SpikeInterface's globals (set by the pipeline).
+    analyzer.compute(_EXTENSIONS)
+    # Presence ratio needs several bins: 60 s bins (the default) on a short recording are NaN.
+    bin_s = max(1.0, min(60.0, recording.get_total_duration() / 10.0))
+    analyzer.compute(
+        "quality_metrics",
+        metric_names=QUALITY_METRICS,
+        metric_params={"presence_ratio": {"bin_duration_s": bin_s}},
+    )
+    return analyzer
+
+
+def quality_metrics(analyzer: Any):
+    """One row per unit (index ``unit_id``) as a pandas DataFrame."""
+    metrics = analyzer.get_extension("quality_metrics").get_data()
+    metrics.index.name = "unit_id"
+    return metrics
+
+
+def write_quality_metrics(analyzer: Any, path: Path) -> int:
+    """Write quality_metrics.csv; returns the row count (= units)."""
+    metrics = quality_metrics(analyzer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metrics.to_csv(path)
+    return len(metrics)

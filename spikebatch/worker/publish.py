@@ -1,0 +1,64 @@
+"""Publish stage: results to ``OUTPUT_URI/RUN_ID/`` in an order readers can trust.
+
+1. ``begin``: clear whatever an earlier attempt of this RUN_ID left, then write
+   ``run.json`` = running. A rerun therefore replaces a failed or partial run and never
+   mixes two.
+2. ``upload``: every result object (sorting/, units.nwb, quality_metrics.csv, report/).
+3. ``finish``: ``run.json`` = succeeded, last, so "succeeded" means everything is there.
+On any failure the pipeline writes ``run.json`` = failed (with the stage and error) instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from spikebatch import transfer
+
+log = logging.getLogger(__name__)
+
+RUN_JSON = "run.json"
+
+
+class Publisher:
+    """Writes one run's objects under ``<output_uri>/<run_id>``."""
+
+    def __init__(self, output_uri: str, run_id: str) -> None:
+        self.dest = f"{output_uri.rstrip('/')}/{run_id}"
+
+    @property
+    def run_json_uri(self) -> str:
+        return f"{self.dest}/{RUN_JSON}"
+
+    def previous_status(self) -> str | None:
+        """The status an earlier run of this RUN_ID left behind, if any."""
+        try:
+            return json.loads(transfer.read_bytes(self.run_json_uri)).get("status")
+        except transfer.NotFoundError:
+            return None
+        except (json.JSONDecodeError, AttributeError):
+            return "unreadable"
+
+    def begin(self, record: dict[str, Any]) -> None:
+        previous = self.previous_status()
+        removed = transfer.delete_prefix(self.dest)
+        if previous is not None or removed:
+            log.info(
+                "publish: replaced an earlier %s run (%d objects) at %s",
+                previous,
+                removed,
+                self.dest,
+            )
+        self.write_record(record)
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        body = json.dumps(record, indent=2, sort_keys=False, default=str).encode()
+        transfer.write_bytes(self.run_json_uri, body, content_type="application/json")
+
+    def upload(self, results_dir: Path) -> list[str]:
+        """Upload every result object; ``run.json`` is never part of it."""
+        if (results_dir / RUN_JSON).exists():
+            raise RuntimeError(f"{RUN_JSON} must not be among the uploaded results")
+        return transfer.upload_tree(results_dir, self.dest, progress=True)

@@ -1,0 +1,197 @@
+"""Report figures: what a person looks at first to judge a sorting.
+
+* ``units_summary.png``: where the units sit on the probe, and each unit's waveform.
+* ``amplitudes.png``: spike amplitudes over time (drift, units fading in or out).
+* ``quality_metrics.png``: QC metric distributions with the usual curation thresholds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MAX_UNITS_SHOWN = 30
+#: (column, label, threshold, "keep" direction) - the common curation rules of thumb.
+_QC_PANELS = [
+    ("snr", "SNR", 5.0, "above"),
+    ("firing_rate", "firing rate (Hz)", 0.1, "above"),
+    ("presence_ratio", "presence ratio", 0.9, "above"),
+    ("isi_violations_ratio", "ISI violations ratio", 0.5, "below"),
+    ("amplitude_cutoff", "amplitude cutoff", 0.1, "below"),
+    ("num_spikes", "spike count", None, None),
+]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colors(n: int) -> list[Any]:
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab20")
+    return [cmap(i % 20) for i in range(n)]
+
+
+def write_report(analyzer: Any, metrics: Any, folder: Path, *, title: str) -> list[Path]:
+    """Write the three figures into ``folder``; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    written = []
+    for name, draw in (
+        ("units_summary.png", _units_summary),
+        ("amplitudes.png", _amplitudes),
+        ("quality_metrics.png", _quality_metrics),
+    ):
+        fig = draw(analyzer, metrics, title)
+        path = folder / name
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+    log.info("report: %s", ", ".join(p.name for p in written))
+    return written
+
+
+def _units_by_snr(analyzer: Any, metrics: Any) -> list[Any]:
+    unit_ids = list(analyzer.unit_ids)
+    if "snr" in metrics:
+        unit_ids.sort(key=lambda u: -float(np.nan_to_num(metrics.loc[u, "snr"])))
+    return unit_ids
+
+
+def _units_summary(analyzer: Any, metrics: Any, title: str):
+    plt = _pyplot()
+    unit_ids = _units_by_snr(analyzer, metrics)[:MAX_UNITS_SHOWN]
+    n_units = len(unit_ids)
+    templates = analyzer.get_extension("templates")
+    average = templates.get_data(operator="average")
+    std = templates.get_data(operator="std")
+    index_of = {u: i for i, u in enumerate(analyzer.unit_ids)}
+    peak = analyzer.get_main_channels(outputs="index", with_dict=True)
+    fs = analyzer.sampling_frequency
+    positions = analyzer.get_channel_locations()
+    locations = analyzer.get_extension("unit_locations").get_data()
+    colors = dict(zip(unit_ids, _colors(max(n_units, 1)), strict=False))
+
+    ncols = 6
+    nrows = max(1, math.ceil(n_units / ncols))
+    fig = plt.figure(figsize=(3.0 + 2.0 * ncols, max(4.5, 1.9 * nrows)), layout="constrained")
+    grid = fig.add_gridspec(nrows, ncols + 2)
+    probe_ax = fig.add_subplot(grid[:, :2])
+    probe_ax.scatter(positions[:, 0], positions[:, 1], marker="s", s=28, color="0.85", zorder=1)
+    for u in unit_ids:
+        x, y = locations[index_of[u], :2]
+        probe_ax.scatter(x, y, s=60, color=colors[u], edgecolor="k", linewidth=0.4, zorder=2)
+        probe_ax.annotate(str(u), (x, y), xytext=(4, 2), textcoords="offset points", fontsize=7)
+    probe_ax.set(xlabel="x (um)", ylabel="depth (um)", title="unit locations on the probe")
+    probe_ax.set_aspect("equal", adjustable="datalim")
+
+    for k, u in enumerate(unit_ids):
+        ax = fig.add_subplot(grid[k // ncols, 2 + k % ncols])
+        i, ch = index_of[u], peak[u]
+        t_ms = (
+            (np.arange(average.shape[1]) - analyzer.get_extension("templates").nbefore) / fs * 1e3
+        )
+        ax.fill_between(
+            t_ms,
+            average[i, :, ch] - std[i, :, ch],
+            average[i, :, ch] + std[i, :, ch],
+            color=colors[u],
+            alpha=0.25,
+            linewidth=0,
+        )
+        ax.plot(t_ms, average[i, :, ch], color=colors[u], linewidth=1.4)
+        snr = metrics.loc[u, "snr"] if "snr" in metrics else float("nan")
+        rate = metrics.loc[u, "firing_rate"] if "firing_rate" in metrics else float("nan")
+        ax.set_title(f"unit {u} · ch {ch}\nSNR {snr:.1f} · {rate:.1f} Hz", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.axhline(0, color="0.7", linewidth=0.5)
+        if k % ncols == 0:
+            ax.set_ylabel("uV", fontsize=7)
+        if k // ncols == nrows - 1:
+            ax.set_xlabel("ms", fontsize=7)
+    if not unit_ids:
+        probe_ax.text(0.5, 0.5, "no units found", transform=probe_ax.transAxes, ha="center")
+    shown = f"top {n_units} by SNR" if len(analyzer.unit_ids) > n_units else f"{n_units} units"
+    fig.suptitle(f"{title}: {shown} (mean ± sd on the peak channel)", fontsize=11)
+    return fig
+
+
+def _amplitudes(analyzer: Any, metrics: Any, title: str):
+    plt = _pyplot()
+    fig, (ax, rate_ax) = plt.subplots(
+        2, 1, figsize=(12, 6.5), sharex=True, height_ratios=[3, 1], layout="constrained"
+    )
+    unit_ids = _units_by_snr(analyzer, metrics)[:MAX_UNITS_SHOWN]
+    colors = dict(zip(unit_ids, _colors(max(len(unit_ids), 1)), strict=False))
+    spikes = analyzer.sorting.to_spike_vector()
+    amplitudes = analyzer.get_extension("spike_amplitudes").get_data()
+    fs = analyzer.sampling_frequency
+    duration = analyzer.get_total_duration()
+    bins = np.linspace(0, duration, max(2, int(duration // 2) + 1))
+    for u in unit_ids:
+        mask = spikes["unit_index"] == analyzer.sorting.id_to_index(u)
+        times = spikes["sample_index"][mask] / fs
+        ax.scatter(
+            times, amplitudes[mask], s=2, color=colors[u], alpha=0.6, rasterized=True, label=str(u)
+        )
+        counts, _ = np.histogram(times, bins=bins)
+        rate_ax.plot(
+            0.5 * (bins[1:] + bins[:-1]), counts / np.diff(bins), color=colors[u], linewidth=0.9
+        )
+    ax.set(ylabel="spike amplitude (uV)", title=f"{title}: amplitudes over time")
+    if unit_ids:
+        ax.legend(
+            title="unit",
+            fontsize=7,
+            ncols=2,
+            markerscale=4,
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+        )
+    rate_ax.set(xlabel="time (s)", ylabel="rate (Hz)")
+    return fig
+
+
+def _quality_metrics(analyzer: Any, metrics: Any, title: str):
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), layout="constrained")
+    n = len(metrics)
+    for ax, (column, label, threshold, keep) in zip(axes.flat, _QC_PANELS, strict=True):
+        values = metrics[column].to_numpy(dtype=float) if column in metrics else np.array([])
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            ax.hist(finite, bins=min(30, max(5, finite.size)), color="#4C72B0", alpha=0.85)
+        ax.set(xlabel=label, ylabel="units")
+        subtitle = label
+        if threshold is not None and finite.size:
+            ax.axvline(threshold, color="#C44E52", linestyle="--", linewidth=1.2)
+            passing = int(
+                (finite >= threshold).sum() if keep == "above" else (finite <= threshold).sum()
+            )
+            subtitle = f"{label}: {passing}/{n} {keep} {threshold:g}"
+        if not finite.size:
+            ax.text(
+                0.5,
+                0.5,
+                "not defined for any unit",
+                transform=ax.transAxes,
+                ha="center",
+                color="0.4",
+            )
+        missing = n - finite.size
+        if missing:
+            subtitle += f" ({missing} n/a)"
+        ax.set_title(subtitle, fontsize=9)
+    fig.suptitle(f"{title}: quality metrics of {n} units", fontsize=11)
+    return fig

@@ -1,0 +1,304 @@
+"""The worker's configuration: the env-var contract (DESIGN.md) as one validated model.
+
+Every variable is checked before any work starts; the first bad one becomes a
+:class:`ConfigError` whose message names it in one line, e.g.
+``SORTER_PARAMS: unknown key 'Thx' for kilosort4; valid keys: ...``.
+The environment is always passed in explicitly (``WorkerSettings.from_env(env)``), so the
+CLI, the Lambda and tests validate exactly what a job will see.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from spikebatch.contract import (
+    DEFAULT_DANDI_API_URL,
+    DEFAULT_DANDISET_VERSION,
+    DEFAULT_SCRATCH_DIR,
+    Env,
+    dandi_source,
+    derive_run_id,
+    is_valid_run_id,
+)
+from spikebatch.sorters import DEFAULT_SORTER
+from spikebatch.worker.preprocess import DEFAULT_PREPROCESSING, validate_preprocessing
+
+_DANDISET_ID = re.compile(r"^\d{6}$")
+_VERSION = re.compile(r"^(draft|\d+\.\d{6}\.\d{4})$")
+_SECRET_ARN = re.compile(r"^arn:aws[\w-]*:secretsmanager:[\w-]+:\d{12}:secret:.+$")
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_INPUT_SCHEMES = ("s3://", "https://", "http://", "file://")
+_OUTPUT_SCHEMES = ("s3://", "file://")
+
+
+class ConfigError(ValueError):
+    """A bad environment; ``str()`` is the one-line message naming the variable."""
+
+
+@cache
+def _sorter_defaults(sorter: str) -> dict[str, Any]:
+    from spikeinterface.sorters import get_default_sorter_params
+
+    return dict(get_default_sorter_params(sorter))
+
+
+@cache
+def _available_sorters() -> tuple[str, ...]:
+    from spikeinterface.sorters import available_sorters
+
+    return tuple(available_sorters())
+
+
+def _json_object(raw: Any, *, allow_null: bool = False) -> dict[str, Any] | None:
+    if raw is None or isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg} at char {exc.pos})") from None
+    if value is None and allow_null:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _default_scratch() -> Path:
+    scratch = Path(DEFAULT_SCRATCH_DIR)
+    if scratch.is_dir() and os.access(scratch, os.W_OK):
+        return scratch
+    return Path(tempfile.gettempdir()) / "spikebatch-scratch"
+
+
+class WorkerSettings(BaseSettings):
+    """One job's configuration, validated as a whole. Field aliases are the env-var names."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True, extra="ignore", frozen=True, validate_default=False
+    )
+
+    dandiset_id: str | None = Field(None, alias=Env.DANDISET_ID)
+    dandiset_version: str = Field(DEFAULT_DANDISET_VERSION, alias=Env.DANDISET_VERSION)
+    dandi_asset_path: str | None = Field(None, alias=Env.DANDI_ASSET_PATH)
+    input_uri: str | None = Field(None, alias=Env.INPUT_URI)
+    dandi_api_url: str = Field(DEFAULT_DANDI_API_URL, alias=Env.DANDI_API_URL)
+    dandi_api_key: SecretStr | None = Field(None, alias=Env.DANDI_API_KEY)
+    dandi_api_key_secret_arn: str | None = Field(None, alias=Env.DANDI_API_KEY_SECRET_ARN)
+    electrical_series_path: str | None = Field(None, alias=Env.ELECTRICAL_SERIES_PATH)
+    sorter: str = Field(DEFAULT_SORTER, alias=Env.SORTER)
+    sorter_params: dict[str, Any] = Field(default_factory=dict, alias=Env.SORTER_PARAMS)
+    preprocessing: dict[str, dict[str, Any]] | None = Field(
+        default_factory=lambda: dict(DEFAULT_PREPROCESSING), alias=Env.PREPROCESSING
+    )
+    max_duration_s: float | None = Field(None, alias=Env.MAX_DURATION_S)
+    output_uri: str = Field(..., alias=Env.OUTPUT_URI)
+    run_id: str | None = Field(None, alias=Env.RUN_ID)
+    instance_type: str | None = Field(None, alias=Env.INSTANCE_TYPE)
+    scratch_dir: Path = Field(default_factory=_default_scratch, alias=Env.SCRATCH_DIR)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        **_: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only what ``from_env`` passes in: never read ``os.environ`` behind the caller's back."""
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
+        """Validate ``env`` (default: ``os.environ``); raise :class:`ConfigError` on the first problem."""
+        env = os.environ if env is None else env
+        names = {e.value for e in Env}
+        # An empty variable counts as unset (Batch and shells often pass VAR="").
+        values = {k: v for k, v in env.items() if k in names and v != ""}
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(exc)) from None
+
+    # ---- per-variable checks -----------------------------------------------------------
+    @field_validator("dandiset_id")
+    @classmethod
+    def _dandiset_id(cls, v: str | None) -> str | None:
+        if v is not None and not _DANDISET_ID.match(v):
+            raise ValueError(f"expected six digits like '000409', got {v!r}")
+        return v
+
+    @field_validator("dandiset_version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if not _VERSION.match(v):
+            raise ValueError(
+                f"expected 'draft' or a published version like '0.230111.1914', got {v!r}"
+            )
+        return v
+
+    @field_validator("dandi_asset_path")
+    @classmethod
+    def _asset_path(cls, v: str | None) -> str | None:
+        if v is not None and (v.startswith("/") or ".." in v.split("/")):
+            raise ValueError(f"must be a relative path inside the dandiset, got {v!r}")
+        return v
+
+    @field_validator("input_uri")
+    @classmethod
+    def _input_uri(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith(_INPUT_SCHEMES) or len(v.split("://", 1)[1]) < 2):
+            raise ValueError(f"expected s3://, https://, http:// or file:// URI, got {v!r}")
+        return v
+
+    @field_validator("dandi_api_url")
+    @classmethod
+    def _api_url(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://")):
+            raise ValueError(f"expected an http(s) URL, got {v!r}")
+        return v.rstrip("/")
+
+    @field_validator("dandi_api_key_secret_arn")
+    @classmethod
+    def _secret_arn(cls, v: str | None) -> str | None:
+        if v is not None and not _SECRET_ARN.match(v):
+            raise ValueError(f"expected a Secrets Manager secret ARN, got {v!r}")
+        return v
+
+    @field_validator("sorter")
+    @classmethod
+    def _sorter(cls, v: str) -> str:
+        if v not in _available_sorters():
+            raise ValueError(
+                f"unknown sorter {v!r}; SpikeInterface sorters: {', '.join(_available_sorters())}"
+            )
+        return v
+
+    @field_validator("sorter_params", mode="before")
+    @classmethod
+    def _sorter_params(cls, v: Any) -> dict[str, Any]:
+        return _json_object(v) or {}
+
+    @field_validator("preprocessing", mode="before")
+    @classmethod
+    def _preprocessing(cls, v: Any) -> dict[str, dict[str, Any]] | None:
+        steps = _json_object(v, allow_null=True)
+        if steps is None:
+            return None  # PREPROCESSING=null: sort the raw traces
+        if not steps:
+            return dict(DEFAULT_PREPROCESSING)
+        return validate_preprocessing(steps)
+
+    @field_validator("max_duration_s")
+    @classmethod
+    def _max_duration(cls, v: float | None) -> float | None:
+        if v is not None and not v > 0:
+            raise ValueError(f"must be a positive number of seconds, got {v:g}")
+        return v
+
+    @field_validator("output_uri")
+    @classmethod
+    def _output_uri(cls, v: str) -> str:
+        if not v.startswith(_OUTPUT_SCHEMES):
+            raise ValueError(f"expected s3://bucket/prefix or file:///path, got {v!r}")
+        if v.startswith("s3://") and not v.removeprefix("s3://").split("/")[0]:
+            raise ValueError(f"no bucket in {v!r}")
+        if v.startswith("file://") and not v.removeprefix("file://").startswith("/"):
+            raise ValueError(f"file:// URIs need an absolute path (file:///...), got {v!r}")
+        return v.rstrip("/")
+
+    @field_validator("run_id")
+    @classmethod
+    def _run_id(cls, v: str | None) -> str | None:
+        if v is not None and not is_valid_run_id(v):
+            raise ValueError(f"use letters, digits, '.', '_' or '-' (max 128), got {v!r}")
+        return v
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, v: str | None) -> str | None:
+        if v is not None and not _INSTANCE_TYPE.match(v):
+            raise ValueError(f"expected an EC2 instance type like 'g4dn.2xlarge', got {v!r}")
+        return v
+
+    # ---- cross-variable checks -----------------------------------------------------------
+    @model_validator(mode="after")
+    def _one_source(self) -> WorkerSettings:
+        dandi = self.dandiset_id is not None or self.dandi_asset_path is not None
+        if dandi and self.input_uri is not None:
+            raise ValueError(
+                f"{Env.INPUT_URI}: give either {Env.INPUT_URI} or "
+                f"{Env.DANDISET_ID} + {Env.DANDI_ASSET_PATH}, not both"
+            )
+        if not dandi and self.input_uri is None:
+            raise ValueError(
+                f"{Env.INPUT_URI}: no input; set {Env.INPUT_URI} or "
+                f"{Env.DANDISET_ID} + {Env.DANDI_ASSET_PATH}"
+            )
+        if dandi and self.dandiset_id is None:
+            raise ValueError(f"{Env.DANDISET_ID}: required with {Env.DANDI_ASSET_PATH}")
+        if dandi and self.dandi_asset_path is None:
+            raise ValueError(f"{Env.DANDI_ASSET_PATH}: required with {Env.DANDISET_ID}")
+        defaults = _sorter_defaults(self.sorter)
+        unknown = sorted(set(self.sorter_params) - set(defaults))
+        if unknown:
+            raise ValueError(
+                f"{Env.SORTER_PARAMS}: unknown key {unknown[0]!r} for {self.sorter}; "
+                f"valid keys: {', '.join(sorted(defaults))}"
+            )
+        return self
+
+    # ---- derived values ------------------------------------------------------------------
+    @property
+    def source(self) -> str:
+        """``dandi:<id>/<version>/<path>`` or the input URI (used in run ids and run.json)."""
+        if self.input_uri is not None:
+            return self.input_uri
+        assert self.dandiset_id is not None and self.dandi_asset_path is not None
+        return dandi_source(self.dandiset_id, self.dandiset_version, self.dandi_asset_path)
+
+    @property
+    def effective_run_id(self) -> str:
+        """RUN_ID, or the id derived from the input and every setting that changes the result."""
+        return self.run_id or derive_run_id(
+            source=self.source,
+            sorter=self.sorter,
+            sorter_params=self.sorter_params,
+            preprocessing=self.preprocessing,
+            max_duration_s=self.max_duration_s,
+            electrical_series_path=self.electrical_series_path,
+        )
+
+    @property
+    def full_sorter_params(self) -> dict[str, Any]:
+        """SpikeInterface's defaults overlaid with SORTER_PARAMS: what run.json records."""
+        return {**_sorter_defaults(self.sorter), **self.sorter_params}
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as run.json shows them (the API key never appears)."""
+        data = self.model_dump(mode="json", by_alias=True)
+        if self.dandi_api_key is not None:
+            data[Env.DANDI_API_KEY] = "***"
+        return data
+
+
+def _one_line(exc: ValidationError) -> str:
+    """The first error as ``VAR: message``; cross-field messages already start with a name."""
+    error = exc.errors()[0]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    loc = [str(p) for p in error.get("loc", ()) if isinstance(p, str)]
+    if not loc or message.split(":", 1)[0] in {e.value for e in Env}:
+        return message
+    if error["type"] == "missing":
+        return f"{loc[0]}: required, not set"
+    if error["type"] in ("float_parsing", "float_type"):
+        return f"{loc[0]}: expected a number, got {error.get('input')!r}"
+    return f"{loc[0]}: {message}"

@@ -1,0 +1,213 @@
+"""Ground-truth recordings as NWB files shaped like DANDI's, and scoring a sorter against them.
+
+Lives in the package (not only in tests) because ``make demo`` and the benchmark use it, and
+the image can run the demo as a GPU smoke test.
+
+``write_ground_truth_nwb`` generates a SpikeInterface ground-truth recording, stores it as
+int16 with chunked gzip datasets (as DANDI files are), attaches the probe positions to the
+electrodes table explicitly (neuroconv 0.10.2 + SpikeInterface 0.105 can drop them) and
+saves the true sorting beside it, so a test can score a sorter with
+``compare_sorter_to_ground_truth``. Everything is parametric: the CI uses 32 channels, the
+benchmark a 384-channel variant.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+#: Microvolts per int16 step (Intan's resolution); keeps ~5 uV noise well resolved.
+GAIN_UV = 0.195
+
+
+@dataclass(frozen=True, slots=True)
+class GroundTruthSpec:
+    """What to generate. ``n_series`` > 1 writes several raw ElectricalSeries (a test case)."""
+
+    duration_s: float = 30.0
+    num_channels: int = 32
+    num_units: int = 10
+    sampling_frequency: float = 30_000.0
+    seed: int = 42
+    n_series: int = 1
+    noise_uv: float = 5.0
+    firing_rate_hz: float = 10.0
+    num_columns: int = 2
+    #: Closest two units may sit (um). SpikeInterface's default of 20 um on a 20 um-pitch probe
+    #: makes pairs no sorter separates; 40 um keeps the test about the pipeline, not the sorter.
+    min_unit_distance_um: float = 40.0
+
+
+@dataclass(frozen=True, slots=True)
+class GroundTruthFiles:
+    """Where the pieces went."""
+
+    nwb: Path
+    sorting_dir: Path
+    spec: GroundTruthSpec
+    series_names: list[str] = field(default_factory=list)
+
+    def load_sorting(self):
+        """The true sorting (SpikeInterface ``BaseSorting``)."""
+        import spikeinterface as si
+
+        return si.load(self.sorting_dir)
+
+
+def generate_recording(spec: GroundTruthSpec):
+    """The in-memory ground truth: ``(recording_int16, sorting)``; the recording carries a probe."""
+    from spikeinterface.core import generate_ground_truth_recording
+    from spikeinterface.preprocessing import scale
+
+    recording, sorting = generate_ground_truth_recording(
+        durations=[spec.duration_s],
+        sampling_frequency=spec.sampling_frequency,
+        num_channels=spec.num_channels,
+        num_units=spec.num_units,
+        generate_probe_kwargs=dict(
+            num_columns=spec.num_columns,
+            xpitch=20,
+            ypitch=20,
+            contact_shapes="circle",
+            contact_shape_params={"radius": 6},
+        ),
+        generate_sorting_kwargs=dict(firing_rates=spec.firing_rate_hz, refractory_period_ms=4.0),
+        generate_unit_locations_kwargs=dict(
+            margin_um=10.0, minimum_z=5.0, maximum_z=50.0, minimum_distance=spec.min_unit_distance_um
+        ),
+        noise_kwargs=dict(noise_levels=spec.noise_uv, strategy="on_the_fly"),
+        seed=spec.seed,
+    )
+    as_int16 = scale(recording, gain=1.0 / GAIN_UV, offset=0.0, dtype="int16")
+    as_int16.set_channel_gains(GAIN_UV)
+    as_int16.set_channel_offsets(0.0)
+    return as_int16, sorting
+
+
+def write_ground_truth_nwb(folder: Path, spec: GroundTruthSpec | None = None) -> GroundTruthFiles:
+    """Write ``folder/ground_truth.nwb`` and ``folder/ground_truth_sorting/``; return their paths."""
+    from neuroconv.tools.nwb_helpers import configure_backend, get_default_backend_configuration
+    from neuroconv.tools.spikeinterface import add_recording_to_nwbfile
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.file import Subject
+
+    spec = spec or GroundTruthSpec()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    recording, sorting = generate_recording(spec)
+
+    nwbfile = NWBFile(
+        session_description=(
+            f"Simulated ground truth: {spec.num_units} units, {spec.num_channels} channels, "
+            f"{spec.duration_s:g} s (SpikeInterface generate_ground_truth_recording, seed {spec.seed})"
+        ),
+        identifier=str(uuid.uuid4()),
+        session_start_time=datetime(2024, 1, 1, 12, 0, tzinfo=UTC),
+        session_id=f"gt-seed{spec.seed}",
+        lab="spikebatch CI",
+        institution="spikebatch",
+        subject=Subject(subject_id="sim01", species="Mus musculus", sex="U", age="P90D"),
+    )
+    series_names = ["ElectricalSeries"] + [
+        f"ElectricalSeriesCopy{i}" for i in range(1, spec.n_series)
+    ]
+    for name in series_names:
+        add_recording_to_nwbfile(
+            recording,
+            nwbfile,
+            metadata={
+                "Ecephys": {
+                    "ElectricalSeries": {
+                        name: {"name": name, "description": f"raw acquisition ({name})"}
+                    }
+                }
+            },
+            metadata_key=name,
+            parent_container="acquisition",
+            iterator_options={"display_progress": False},
+        )
+    _attach_probe_positions(nwbfile, recording)
+    config = get_default_backend_configuration(nwbfile, backend="hdf5")
+    one_second = int(spec.sampling_frequency)
+    for dataset in config.dataset_configurations.values():
+        dataset.compressors = ["gzip"]
+        shape = dataset.full_shape
+        if len(shape) == 2 and shape[0] > one_second:  # the traces: ~1 s chunks, as DANDI files
+            dataset.chunk_shape = (one_second, shape[1])
+            dataset.buffer_shape = (one_second * max(1, shape[0] // one_second), shape[1])
+    configure_backend(nwbfile=nwbfile, backend_configuration=config)
+
+    nwb_path = folder / "ground_truth.nwb"
+    nwb_path.unlink(missing_ok=True)
+    with NWBHDF5IO(nwb_path, mode="w") as io:
+        io.write(nwbfile)
+    sorting_dir = folder / "ground_truth_sorting"
+    sorting.save(folder=sorting_dir, overwrite=True)
+    return GroundTruthFiles(
+        nwb=nwb_path, sorting_dir=sorting_dir, spec=spec, series_names=series_names
+    )
+
+
+def _attach_probe_positions(nwbfile, recording) -> None:
+    """Make sure rel_x/rel_y hold the probe contact positions (neuroconv may leave them out)."""
+    locations = np.asarray(recording.get_channel_locations(), dtype=float)
+    table = nwbfile.electrodes
+    columns = set(table.colnames)
+    for axis, name in enumerate(("rel_x", "rel_y")):
+        if name in columns:
+            table[name].data[:] = locations[:, axis].tolist()
+        else:
+            table.add_column(
+                name=name,
+                description=f"contact position along {name[-1]} on the probe (um)",
+                data=locations[:, axis].tolist(),
+            )
+
+
+def read_probe_positions(nwb_path: Path) -> np.ndarray:
+    """The (n_electrodes, 2) rel_x/rel_y positions stored in the file's electrodes table."""
+    from pynwb import NWBHDF5IO
+
+    with NWBHDF5IO(nwb_path, mode="r") as io:
+        electrodes = io.read().electrodes
+        return np.column_stack([electrodes["rel_x"].data[:], electrodes["rel_y"].data[:]])
+
+
+def score(
+    sorting: object, truth: object, recording: object, *, min_snr: float = 5.0
+) -> dict[str, object]:
+    """Accuracy of ``sorting`` against ``truth``, averaged over true units with SNR >= ``min_snr``.
+
+    SNR is measured on ``recording`` (SpikeInterface's ``snr`` metric of the true units), so
+    units buried in noise do not count against the sorter.
+    """
+    from spikeinterface.comparison import compare_sorter_to_ground_truth
+    from spikeinterface.core import create_sorting_analyzer
+    from spikeinterface.metrics import compute_quality_metrics
+
+    analyzer = create_sorting_analyzer(truth, recording, sparse=False, format="memory")
+    analyzer.compute(["random_spikes", "templates", "noise_levels"])
+    snr = compute_quality_metrics(analyzer, metric_names=["snr"])["snr"]
+    comparison = compare_sorter_to_ground_truth(truth, sorting, exhaustive_gt=True)
+    performance = comparison.get_performance()
+    scored = [u for u in truth.unit_ids if float(snr[u]) >= min_snr]
+    accuracy = performance.loc[scored, "accuracy"].astype(float)
+    return {
+        "mean_accuracy": float(accuracy.mean()) if scored else float("nan"),
+        "min_snr": min_snr,
+        "n_scored_units": len(scored),
+        "n_true_units": len(truth.unit_ids),
+        "n_sorted_units": len(sorting.unit_ids),
+        "n_well_detected": len(comparison.get_well_detected_units(well_detected_score=0.8)),
+        "per_unit": {
+            str(u): {
+                "snr": round(float(snr[u]), 2),
+                "accuracy": round(float(performance.loc[u, "accuracy"]), 3),
+            }
+            for u in truth.unit_ids
+        },
+    }

@@ -1,0 +1,147 @@
+"""GPU compute: launch template, spot and on-demand compute environments, job queues."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from aws_cdk import Duration
+from aws_cdk import aws_batch as batch
+from aws_cdk import aws_ec2 as ec2
+from constructs import Construct
+
+from stacks.nag import acknowledge
+
+SCRATCH_USER_DATA = Path(__file__).resolve().parent / "userdata" / "mount_scratch.sh"
+
+# Reasons a job can sit in RUNNABLE forever; the queues cancel such jobs after a while.
+_STUCK_REASONS = (
+    batch.JobStateTimeLimitActionsReason.INSUFFICIENT_INSTANCE_CAPACITY,
+    batch.JobStateTimeLimitActionsReason.COMPUTE_ENVIRONMENT_MAX_RESOURCE,
+    batch.JobStateTimeLimitActionsReason.JOB_RESOURCE_REQUIREMENT,
+)
+
+
+def scratch_user_data() -> ec2.MultipartUserData:
+    """Batch merges launch-template user data only in MIME multipart form."""
+    user_data = ec2.MultipartUserData()
+    user_data.add_part(
+        ec2.MultipartBody.from_raw_body(
+            content_type='text/x-shellscript; charset="utf-8"',
+            body=SCRATCH_USER_DATA.read_text(),
+        )
+    )
+    return user_data
+
+
+class Compute(Construct):
+    """``self.default_queue`` (spot first, then on-demand) and ``self.priority_queue``
+    (on-demand only), both on GPU instances that scale to zero when idle."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        security_group: ec2.ISecurityGroup,
+        instance_types: Sequence[str],
+        max_vcpus: int,
+        spot: bool,
+        spot_bid_percentage: int,
+        root_volume_gib: int,
+        runnable_timeout: Duration,
+    ) -> None:
+        super().__init__(scope, id)
+        self.launch_template = ec2.LaunchTemplate(
+            self,
+            "LaunchTemplate",
+            require_imdsv2=True,
+            # Containers sit one network hop behind the host: the worker reads its
+            # instance type from IMDS for the cost record.
+            http_put_response_hop_limit=2,
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name="/dev/xvda",
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        root_volume_gib,
+                        encrypted=True,
+                        volume_type=ec2.EbsDeviceVolumeType.GP3,
+                        delete_on_termination=True,
+                    ),
+                )
+            ],
+            user_data=scratch_user_data(),
+        )
+        common = dict(
+            vpc=vpc,
+            vpc_subnets=subnets,
+            security_groups=[security_group],
+            instance_types=[ec2.InstanceType(name) for name in instance_types],
+            use_optimal_instance_classes=False,
+            images=[batch.EcsMachineImage(image_type=batch.EcsMachineImageType.ECS_AL2023_NVIDIA)],
+            minv_cpus=0,
+            maxv_cpus=max_vcpus,
+            launch_template=self.launch_template,
+            update_to_latest_image_version=True,
+            replace_compute_environment=False,
+        )
+        self.on_demand = batch.ManagedEc2EcsComputeEnvironment(
+            self,
+            "OnDemand",
+            **common,
+            spot=False,
+            allocation_strategy=batch.AllocationStrategy.BEST_FIT_PROGRESSIVE,
+        )
+        self.spot = (
+            batch.ManagedEc2EcsComputeEnvironment(
+                self,
+                "Spot",
+                **common,
+                spot=True,
+                spot_bid_percentage=spot_bid_percentage,
+                allocation_strategy=batch.AllocationStrategy.SPOT_PRICE_CAPACITY_OPTIMIZED,
+            )
+            if spot
+            else None
+        )
+        for ce in (self.on_demand, self.spot):
+            if ce is not None:
+                acknowledge(
+                    ce,
+                    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                    "AmazonEC2ContainerServiceforEC2Role]",
+                    "The ECS agent on Batch instances needs this AWS-maintained policy; AWS Batch"
+                    " documents it as the instance role and keeps it current with the agent.",
+                )
+        stuck = [
+            batch.JobStateTimeLimitAction(
+                max_time=runnable_timeout,
+                reason=reason,
+                action=batch.JobStateTimeLimitActionsAction.CANCEL,
+                state=batch.JobStateTimeLimitActionsState.RUNNABLE,
+            )
+            for reason in _STUCK_REASONS
+        ]
+        default_ces = [self.spot, self.on_demand] if self.spot else [self.on_demand]
+        self.default_queue = batch.JobQueue(
+            self,
+            "DefaultQueue",
+            priority=1,
+            compute_environments=[
+                batch.OrderedComputeEnvironment(compute_environment=ce, order=order)
+                for order, ce in enumerate(default_ces, start=1)
+            ],
+            job_state_time_limit_actions=stuck,
+        )
+        self.priority_queue = batch.JobQueue(
+            self,
+            "PriorityQueue",
+            priority=10,
+            compute_environments=[
+                batch.OrderedComputeEnvironment(compute_environment=self.on_demand, order=1)
+            ],
+            job_state_time_limit_actions=stuck,
+        )
+        self.queues = (self.default_queue, self.priority_queue)

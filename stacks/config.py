@@ -1,0 +1,238 @@
+"""Deployment settings: the `spikebatch` block of cdk.json context, validated.
+
+Only ``app.py`` reads context; it hands the result of :func:`load_config` to the stack,
+and constructs receive plain typed values. Every bad value fails synth with one line
+that names the key (``spikebatch.<key>: ...``), before any construct is built.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from spikebatch.contract import DEFAULT_DANDI_API_URL
+from spikebatch.instances import INSTANCE_TYPES, InstanceSpec
+from spikebatch.sorters import SORTERS
+
+CONTEXT_KEY = "spikebatch"
+# `cdk deploy -c spikebatch:max_vcpus=128` overrides one key of the cdk.json block.
+OVERRIDE_PREFIX = f"{CONTEXT_KEY}:"
+
+# CloudWatch Logs accepts only these retention periods (days -> aws_logs.RetentionDays name).
+LOG_RETENTION_DAYS: dict[int, str] = {
+    1: "ONE_DAY",
+    3: "THREE_DAYS",
+    5: "FIVE_DAYS",
+    7: "ONE_WEEK",
+    14: "TWO_WEEKS",
+    30: "ONE_MONTH",
+    60: "TWO_MONTHS",
+    90: "THREE_MONTHS",
+    120: "FOUR_MONTHS",
+    150: "FIVE_MONTHS",
+    180: "SIX_MONTHS",
+    365: "ONE_YEAR",
+    400: "THIRTEEN_MONTHS",
+    545: "EIGHTEEN_MONTHS",
+    731: "TWO_YEARS",
+    1827: "FIVE_YEARS",
+    3653: "TEN_YEARS",
+}
+
+_STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,100}$")
+_S3_BUCKET_ARN_RE = re.compile(r"^arn:aws[a-z-]*:s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_LAYER_ARN_RE = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[A-Za-z0-9_-]+:\d+$")
+
+
+class ConfigError(ValueError):
+    """A bad deployment setting; the message names the key."""
+
+
+class SpikeBatchConfig(BaseModel):
+    """Typed deployment settings; defaults live in cdk.json (and mirror these)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stack_name: str = "SpikeBatch"
+    instance_types: list[str] = Field(
+        default=[
+            *("g4dn.xlarge", "g4dn.2xlarge", "g4dn.4xlarge"),
+            *("g5.xlarge", "g5.2xlarge", "g5.4xlarge"),
+            *("g6.xlarge", "g6.2xlarge", "g6.4xlarge"),
+        ],
+        min_length=1,
+    )
+    max_vcpus: int = Field(default=64, ge=1, le=10_000)
+    spot: bool = True
+    spot_bid_percentage: int = Field(default=100, ge=1, le=100)
+    root_volume_gib: int = Field(default=200, ge=100, le=16_384)
+    log_retention_days: int = 30
+    removal_policy: Literal["retain", "destroy"] = "retain"
+    alarm_email: str | None = None
+    runnable_timeout_minutes: int = Field(default=60, ge=10, le=1440)
+    job_timeout_hours: float = Field(default=12, gt=0, le=336)
+    retry_attempts: int = Field(default=3, ge=1, le=10)
+    gpu_job_vcpus: int = Field(default=8, ge=1)
+    gpu_job_memory_gib: int = Field(default=30, ge=1)
+    cpu_job_vcpus: int = Field(default=4, ge=1)
+    cpu_job_memory_gib: int = Field(default=14, ge=1)
+    extra_input_bucket_arns: list[str] = Field(default_factory=list)
+    vpc_mode: Literal["public", "endpoints"] = "public"
+    default_sorter: str = "kilosort3"
+    dandi_api_url: str = DEFAULT_DANDI_API_URL
+    powertools_version: str = Field(default="3.37.0", pattern=r"^\d+\.\d+\.\d+$")
+    powertools_layer_arn: str | None = None
+    lambda_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("stack_name")
+    @classmethod
+    def _stack_name(cls, value: str) -> str:
+        if not _STACK_NAME_RE.match(value):
+            raise ValueError("must start with a letter and hold only letters, digits and '-'")
+        return value
+
+    @field_validator("instance_types")
+    @classmethod
+    def _gpu_instance_types(cls, value: list[str]) -> list[str]:
+        for name in value:
+            spec = INSTANCE_TYPES.get(name)
+            if spec is None:
+                known = ", ".join(sorted(s.name for s in INSTANCE_TYPES.values() if s.gpus))
+                raise ValueError(f"unknown instance type {name!r}; known GPU types: {known}")
+            if spec.gpus == 0:
+                raise ValueError(f"{name!r} has no GPU; the compute environments need GPU types")
+        if len(set(value)) != len(value):
+            raise ValueError("lists an instance type twice")
+        return value
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            raise ValueError(
+                f"{value} is not a CloudWatch retention; use one of {sorted(LOG_RETENTION_DAYS)}"
+            )
+        return value
+
+    @field_validator("alarm_email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL_RE.match(value):
+            raise ValueError(f"{value!r} is not an e-mail address")
+        return value
+
+    @field_validator("extra_input_bucket_arns")
+    @classmethod
+    def _bucket_arns(cls, value: list[str]) -> list[str]:
+        for arn in value:
+            if not _S3_BUCKET_ARN_RE.match(arn):
+                raise ValueError(f"{arn!r} is not a bucket ARN like arn:aws:s3:::my-bucket")
+        return value
+
+    @field_validator("default_sorter")
+    @classmethod
+    def _sorter(cls, value: str) -> str:
+        if value not in SORTERS:
+            raise ValueError(f"unknown sorter {value!r}; known: {', '.join(sorted(SORTERS))}")
+        return value
+
+    @field_validator("dandi_api_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("powertools_layer_arn")
+    @classmethod
+    def _layer_arn(cls, value: str | None) -> str | None:
+        if value is not None and not _LAYER_ARN_RE.match(value):
+            raise ValueError(f"{value!r} is not a versioned Lambda layer ARN")
+        return value
+
+    @model_validator(mode="after")
+    def _fits(self) -> SpikeBatchConfig:
+        largest = self.largest_instance
+        if self.max_vcpus < largest.vcpus:
+            raise ConfigError(
+                f"{CONTEXT_KEY}.max_vcpus: {self.max_vcpus} is smaller than one {largest.name}"
+                f" ({largest.vcpus} vCPUs); raise it or drop that instance type"
+            )
+        for kind in ("gpu", "cpu"):
+            vcpus = getattr(self, f"{kind}_job_vcpus")
+            memory = getattr(self, f"{kind}_job_memory_gib")
+            if not any(s.vcpus >= vcpus and s.memory_gib > memory for s in self.instances):
+                raise ConfigError(
+                    f"{CONTEXT_KEY}.{kind}_job_vcpus/{kind}_job_memory_gib: {vcpus} vCPUs +"
+                    f" {memory} GiB fit none of instance_types (memory must stay below the"
+                    " instance's, which the ECS agent shares)"
+                )
+        return self
+
+    @property
+    def instances(self) -> list[InstanceSpec]:
+        return [INSTANCE_TYPES[name] for name in self.instance_types]
+
+    @property
+    def largest_instance(self) -> InstanceSpec:
+        """The biggest single instance a job can land on (vCPUs, then memory, then GPUs)."""
+        return max(self.instances, key=lambda s: (s.vcpus, s.memory_gib, s.gpus))
+
+    @property
+    def resource_limits(self) -> dict[str, int]:
+        """What one job may ask for: the submit Lambda rejects anything bigger."""
+        largest = self.largest_instance
+        return {
+            "max_vcpus": largest.vcpus,
+            "max_memory_gib": largest.memory_gib,
+            "max_gpus": largest.gpus,
+        }
+
+    @property
+    def retain(self) -> bool:
+        return self.removal_policy == "retain"
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "(config)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        known = ", ".join(SpikeBatchConfig.model_fields)
+        msg = f"unknown key; known keys: {known}"
+    if isinstance(err.get("ctx", {}).get("error"), ConfigError):
+        return msg
+    return f"{CONTEXT_KEY}.{key}: {msg}"
+
+
+def _parse_override(raw: Any) -> Any:
+    """CLI `-c` values arrive as strings: read JSON (lists, numbers, booleans) when it is."""
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def load_config(context: Mapping[str, Any]) -> SpikeBatchConfig:
+    """Build the config from CDK context: the ``spikebatch`` block plus ``spikebatch:<key>``
+    overrides. Raises :class:`ConfigError` with one line naming the bad key."""
+    block = context.get(CONTEXT_KEY) or {}
+    if isinstance(block, str):
+        block = _parse_override(block)
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"{CONTEXT_KEY}: must be a JSON object of settings")
+    values = dict(block)
+    for key, raw in context.items():
+        if key.startswith(OVERRIDE_PREFIX):
+            values[key.removeprefix(OVERRIDE_PREFIX)] = _parse_override(raw)
+    try:
+        return SpikeBatchConfig.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None

@@ -1,0 +1,95 @@
+"""The data bucket (requests, uploads, manifests, results, run records) and its access logs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.nag import acknowledge_object_prefixes
+
+# Key prefixes of the data bucket (README "Deploy" and DESIGN.md). One home: the
+# triggers, the job role and the IAM tests read them from here.
+REQUESTS_PREFIX = "requests/"
+UPLOADS_PREFIX = "uploads/"
+ERRORS_PREFIX = "errors/"
+RUNS_PREFIX = "runs/"
+MANIFESTS_PREFIX = "manifests/"
+RESULTS_PREFIX = "results/"
+SCRATCH_PREFIX = "scratch/"
+
+
+class Storage(Construct):
+    """One encrypted, SSL-only, private data bucket plus a bucket for its access logs."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        retain: bool,
+        scratch_expiry_days: int = 7,
+        access_log_expiry_days: int = 90,
+    ) -> None:
+        super().__init__(scope, id)
+        removal = RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY
+        common = dict(
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=removal,
+        )
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            **common,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-access-logs", expiration=Duration.days(access_log_expiry_days)
+                ),
+            ],
+        )
+        self.bucket = s3.Bucket(
+            self,
+            "Data",
+            **common,
+            versioned=False,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="data-bucket/",
+            event_bridge_enabled=False,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="abort-incomplete-multipart-uploads",
+                    abort_incomplete_multipart_upload_after=Duration.days(2),
+                ),
+                s3.LifecycleRule(
+                    id="expire-scratch",
+                    prefix=SCRATCH_PREFIX,
+                    expiration=Duration.days(scratch_expiry_days),
+                ),
+            ],
+        )
+
+
+def allow_object_prefixes(
+    role: iam.IRole,
+    *,
+    sid: str,
+    actions: Sequence[str],
+    bucket: s3.IBucket,
+    prefixes: Sequence[str],
+) -> None:
+    """Let ``role`` do ``actions`` on objects under ``prefixes`` only, and tell cdk-nag
+    why the ``<prefix>*`` wildcard is the least privilege S3 offers."""
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            sid=sid,
+            actions=list(actions),
+            resources=[bucket.arn_for_objects(f"{p}*") for p in prefixes],
+        )
+    )
+    acknowledge_object_prefixes(role, bucket, prefixes, " and ".join(actions))

@@ -1,0 +1,271 @@
+"""The two Lambdas: S3 upload/request -> submit, Batch state change -> run record.
+
+Each gets its own role with exactly what its handler does, its own log group with
+retention, and the Powertools v3 layer (which also brings pydantic v2).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_batch as batch
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+from stacks.cfn_tidy import drop_role_depends_on
+from stacks.lambda_asset import HANDLER, lambda_code
+from stacks.nag import acknowledge, arn_finding
+from stacks.storage import (
+    ERRORS_PREFIX,
+    MANIFESTS_PREFIX,
+    REQUESTS_PREFIX,
+    RUNS_PREFIX,
+    UPLOADS_PREFIX,
+    allow_object_prefixes,
+)
+
+RUNTIME = lambda_.Runtime.PYTHON_3_12
+# Public SSM parameters that Powertools publishes per release: CloudFormation resolves
+# the layer ARN of exactly the pinned version at deploy time (synth stays offline).
+POWERTOOLS_LAYER_PARAMETER = "/aws/service/powertools/python/x86_64/python3.12/{version}"
+IDEMPOTENCY_ACTIONS = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+
+
+def job_definition_arn_pattern(stack: Stack, name: str) -> str:
+    """Every revision of job definition ``name``: a stack update registers a new one."""
+    return stack.format_arn(service="batch", resource="job-definition", resource_name=f"{name}:*")
+
+
+class Triggers(Construct):
+    """``self.submit`` and ``self.run_record`` functions and ``self.idempotency_table``."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        bucket: s3.IBucket,
+        default_queue: batch.IJobQueue,
+        priority_queue: batch.IJobQueue,
+        gpu_job_definition: batch.IJobDefinition,
+        cpu_job_definition: batch.IJobDefinition,
+        job_definition_names: Sequence[str],
+        job_events: events.Rule,
+        failure_topic: sns.ITopic,
+        job_log_group: logs.ILogGroup,
+        default_sorter: str,
+        dandi_api_url: str,
+        resource_limits: Mapping[str, int],
+        powertools_version: str,
+        powertools_layer_arn: str | None,
+        log_level: str,
+        log_retention: logs.RetentionDays,
+        retain: bool,
+    ) -> None:
+        super().__init__(scope, id)
+        stack = Stack.of(self)
+        self.idempotency_table = dynamodb.Table(
+            self,
+            "Idempotency",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            time_to_live_attribute="expires_at",
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            removal_policy=RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY,
+        )
+        layer_arn = powertools_layer_arn or ssm.StringParameter.value_for_string_parameter(
+            self, POWERTOOLS_LAYER_PARAMETER.format(version=powertools_version)
+        )
+        self._powertools = lambda_.LayerVersion.from_layer_version_arn(
+            self, "Powertools", layer_arn
+        )
+        self._log_retention = log_retention
+
+        self.submit = self._function(
+            "Submit",
+            name="submit",
+            description="Validate job requests and uploads in the data bucket; submit Batch jobs",
+            timeout=Duration.minutes(5),
+            environment={
+                "DATA_BUCKET": bucket.bucket_name,
+                "JOB_QUEUE_ARN": default_queue.job_queue_arn,
+                "PRIORITY_QUEUE_ARN": priority_queue.job_queue_arn,
+                "GPU_JOB_DEFINITION_ARN": gpu_job_definition.job_definition_arn,
+                "CPU_JOB_DEFINITION_ARN": cpu_job_definition.job_definition_arn,
+                "IDEMPOTENCY_TABLE": self.idempotency_table.table_name,
+                "DEFAULT_SORTER": default_sorter,
+                "DANDI_API_URL": dandi_api_url,
+                "RESOURCE_LIMITS": json.dumps(dict(resource_limits), sort_keys=True),
+                "POWERTOOLS_SERVICE_NAME": "spikebatch-submit",
+                "LOG_LEVEL": log_level,
+            },
+        )
+        job_definitions = [job_definition_arn_pattern(stack, n) for n in job_definition_names]
+        job_arns = stack.format_arn(service="batch", resource="job", resource_name="*")
+        self.submit.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="SubmitToOurQueues",
+                actions=["batch:SubmitJob"],
+                resources=[
+                    default_queue.job_queue_arn,
+                    priority_queue.job_queue_arn,
+                    *job_definitions,
+                ],
+            )
+        )
+        self.submit.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="TagJobsOnSubmit",
+                actions=["batch:TagResource"],
+                resources=[job_arns],
+                conditions={"StringEquals": {"batch:CreateAction": "SubmitJob"}},
+            )
+        )
+        submit_role = self.submit.role
+        allow_object_prefixes(
+            submit_role,
+            sid="ReadRequests",
+            actions=["s3:GetObject"],
+            bucket=bucket,
+            prefixes=[REQUESTS_PREFIX, UPLOADS_PREFIX],
+        )
+        allow_object_prefixes(
+            submit_role,
+            sid="WriteRecords",
+            actions=["s3:PutObject"],
+            bucket=bucket,
+            prefixes=[ERRORS_PREFIX, RUNS_PREFIX, MANIFESTS_PREFIX],
+        )
+        self._idempotency(self.submit)
+        for arn in job_definitions:
+            acknowledge(
+                submit_role,
+                arn_finding(stack, arn),
+                "Every revision of this app's own job definition: each deploy registers a new"
+                " revision under the same name.",
+            )
+        acknowledge(
+            submit_role,
+            arn_finding(stack, job_arns),
+            "Tag-on-create of the jobs it submits (condition batch:CreateAction=SubmitJob);"
+            " job ids do not exist before SubmitJob.",
+        )
+        for prefix, suffix in ((REQUESTS_PREFIX, ".json"), (UPLOADS_PREFIX, ".nwb")):
+            bucket.add_event_notification(
+                s3.EventType.OBJECT_CREATED,
+                s3n.LambdaDestination(self.submit),
+                s3.NotificationKeyFilter(prefix=prefix, suffix=suffix),
+            )
+        self._tidy_notifications_handler(stack)
+
+        self.run_record = self._function(
+            "RunRecord",
+            name="run_record",
+            description="Record Batch job state changes under runs/; notify on failures",
+            timeout=Duration.minutes(1),
+            environment={
+                "DATA_BUCKET": bucket.bucket_name,
+                "FAILURE_TOPIC_ARN": failure_topic.topic_arn,
+                "LOG_GROUP_NAME": job_log_group.log_group_name,
+                "IDEMPOTENCY_TABLE": self.idempotency_table.table_name,
+                "POWERTOOLS_SERVICE_NAME": "spikebatch-run-record",
+                "LOG_LEVEL": log_level,
+            },
+        )
+        allow_object_prefixes(
+            self.run_record.role,
+            sid="RunRecords",
+            actions=["s3:GetObject", "s3:PutObject"],
+            bucket=bucket,
+            prefixes=[RUNS_PREFIX],
+        )
+        self._idempotency(self.run_record)
+        failure_topic.grant_publish(self.run_record)
+        self.run_record.add_to_role_policy(
+            iam.PolicyStatement(sid="DescribeJobs", actions=["batch:DescribeJobs"], resources=["*"])
+        )
+        acknowledge(
+            self.run_record.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "batch:DescribeJobs supports no resource-level permissions; AWS requires '*'.",
+        )
+        job_events.add_target(targets.LambdaFunction(self.run_record, retry_attempts=4))
+
+    def _function(
+        self,
+        id: str,
+        *,
+        name: str,
+        description: str,
+        timeout: Duration,
+        environment: dict[str, str],
+    ) -> lambda_.Function:
+        log_group = logs.LogGroup(self, f"{id}Logs", retention=self._log_retention)
+        role = iam.Role(
+            self,
+            f"{id}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"spikebatch {name} Lambda",
+        )
+        log_group.grant_write(role)
+        function = lambda_.Function(
+            self,
+            id,
+            description=description,
+            runtime=RUNTIME,
+            architecture=lambda_.Architecture.X86_64,
+            handler=HANDLER,
+            code=lambda_code(name),
+            layers=[self._powertools],
+            role=role,
+            log_group=log_group,
+            timeout=timeout,
+            memory_size=512,
+            environment=environment,
+        )
+        drop_role_depends_on(function.node.default_child, role)
+        acknowledge(
+            function,
+            "AwsSolutions-L1",
+            "Python 3.12 is pinned with the Powertools layer build and the tested handlers;"
+            " bump runtime and layer together.",
+        )
+        return function
+
+    @staticmethod
+    def _tidy_notifications_handler(stack: Stack) -> None:
+        """CDK's S3 notification custom resource: a deploy-time singleton Lambda."""
+        for child in stack.node.children:
+            if child.node.id.startswith("BucketNotificationsHandler"):
+                role = child.node.find_child("Role")
+                drop_role_depends_on(child.node.default_child, role)
+                acknowledge(
+                    child,
+                    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                    "AWSLambdaBasicExecutionRole]",
+                    "CDK's own S3 bucket-notification handler runs only during deploys and only"
+                    " writes its logs with this policy.",
+                )
+
+    def _idempotency(self, function: lambda_.Function) -> None:
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="Idempotency",
+                actions=IDEMPOTENCY_ACTIONS,
+                resources=[self.idempotency_table.table_arn],
+            )
+        )

@@ -1,0 +1,249 @@
+"""Least privilege, asserted statement by statement with the actual ARNs and prefixes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _role_statements(synthesized, role_id: str) -> list[dict[str, Any]]:
+    statements = []
+    for policy in synthesized.props("AWS::IAM::Policy"):
+        if {"Ref": role_id} in policy["Roles"]:
+            statements += policy["PolicyDocument"]["Statement"]
+    return statements
+
+
+def _by_sid(statements: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {s["Sid"]: s for s in statements if "Sid" in s}
+
+
+def _ref_id(value: dict) -> str:
+    return value.get("Ref") or value["Fn::GetAtt"][0]
+
+
+def _logical_id(synthesized, cfn_type: str, **props: Any) -> str:
+    (logical_id,) = [
+        k
+        for k, r in synthesized.of_type(cfn_type).items()
+        if all(r["Properties"].get(key) == v for key, v in props.items())
+    ]
+    return logical_id
+
+
+def _objects(bucket_id: str, prefix: str) -> dict:
+    return {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, f"/{prefix}*"]]}
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _data_bucket_id(synthesized) -> str:
+    (bucket_id,) = [
+        k
+        for k, r in synthesized.of_type("AWS::S3::Bucket").items()
+        if "LoggingConfiguration" in r["Properties"]
+    ]
+    return bucket_id
+
+
+def _function_role(synthesized, service_name: str) -> str:
+    for fn in synthesized.props("AWS::Lambda::Function"):
+        env = fn.get("Environment", {}).get("Variables", {})
+        if env.get("POWERTOOLS_SERVICE_NAME") == service_name:
+            return _ref_id(fn["Role"])
+    raise AssertionError(f"no Lambda with POWERTOOLS_SERVICE_NAME={service_name}")
+
+
+def _queue_arns(synthesized) -> list[dict]:
+    return [{"Fn::GetAtt": [k, "JobQueueArn"]} for k in synthesized.of_type("AWS::Batch::JobQueue")]
+
+
+def _job_definition_pattern(name: str) -> dict:
+    return {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":batch:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                f":job-definition/{name}:*",
+            ],
+        ]
+    }
+
+
+def test_job_role_reads_inputs_writes_results_and_reads_only_the_dandi_secret(synthesized):
+    bucket = _data_bucket_id(synthesized)
+    (jd,) = [
+        p
+        for p in synthesized.props("AWS::Batch::JobDefinition")
+        if p["JobDefinitionName"].endswith("-gpu")
+    ]
+    role = _ref_id(jd["ContainerProperties"]["JobRoleArn"])
+    statements = _role_statements(synthesized, role)
+    (secret,) = synthesized.of_type("AWS::SecretsManager::Secret")
+    assert _by_sid(statements) == {
+        "ReadInputs": {
+            "Sid": "ReadInputs",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": [_objects(bucket, "uploads/"), _objects(bucket, "manifests/")],
+        },
+        "WriteResults": {
+            "Sid": "WriteResults",
+            "Effect": "Allow",
+            "Action": [
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:DeleteObject",
+                "s3:AbortMultipartUpload",
+            ],
+            "Resource": _objects(bucket, "results/"),
+        },
+        "ListResults": {
+            "Sid": "ListResults",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": {"Fn::GetAtt": [bucket, "Arn"]},
+            "Condition": {"StringLike": {"s3:prefix": ["results/*"]}},
+        },
+        "ReadDandiApiKey": {
+            "Sid": "ReadDandiApiKey",
+            "Effect": "Allow",
+            "Action": "secretsmanager:GetSecretValue",
+            "Resource": {"Ref": secret},
+        },
+    }
+    assert len(statements) == 4, "the job role holds nothing but the four statements above"
+
+
+def test_job_role_reads_configured_extra_input_buckets_and_stays_nag_clean():
+    """A small stack with just the Jobs construct: the role may read the extra bucket's
+    objects, and its cdk-nag acknowledgement matches the finding."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_ecs as ecs
+    from aws_cdk import aws_logs as logs
+    from aws_cdk import aws_s3 as s3
+    from aws_cdk import aws_secretsmanager as secretsmanager
+    from aws_cdk.assertions import Match, Template
+    from cdk_nag import AwsSolutionsChecks
+
+    from stacks.jobs import Jobs
+
+    app = cdk.App()
+    stack = cdk.Stack(app, "JobsOnly")
+    Jobs(
+        stack,
+        "Jobs",
+        image=ecs.ContainerImage.from_registry("public.ecr.aws/docker/library/busybox:stable"),
+        bucket=s3.Bucket(stack, "Data"),
+        dandi_api_key=secretsmanager.Secret(stack, "Key"),
+        dandi_api_url="https://api.dandiarchive.org/api",
+        extra_input_bucket_arns=["arn:aws:s3:::lab-raw-data"],
+        gpu_vcpus=8,
+        gpu_memory_gib=30,
+        cpu_vcpus=4,
+        cpu_memory_gib=14,
+        timeout=cdk.Duration.hours(1),
+        retry_attempts=2,
+        log_retention=logs.RetentionDays.ONE_WEEK,
+    )
+    Template.from_stack(stack).has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        {
+                            "Sid": "ReadExtraInputs",
+                            "Effect": "Allow",
+                            "Action": "s3:GetObject",
+                            "Resource": "arn:aws:s3:::lab-raw-data/*",
+                        }
+                    ]
+                )
+            }
+        },
+    )
+    findings = [
+        v.rule_name
+        for v in AwsSolutionsChecks(app).validate_scope(stack.node.find_child("Jobs")).violations
+    ]
+    assert findings == []
+
+
+def test_submit_lambda_submits_only_to_this_apps_queues_and_job_definitions(synthesized):
+    stack_name = synthesized.config.stack_name
+    bucket = _data_bucket_id(synthesized)
+    table = next(iter(synthesized.of_type("AWS::DynamoDB::Table")))
+    statements = _by_sid(
+        _role_statements(synthesized, _function_role(synthesized, "spikebatch-submit"))
+    )
+    submit = statements["SubmitToOurQueues"]
+    assert submit["Action"] == "batch:SubmitJob"
+    assert sorted(map(str, submit["Resource"])) == sorted(
+        map(
+            str,
+            [
+                *_queue_arns(synthesized),
+                _job_definition_pattern(f"{stack_name}-sort-gpu"),
+                _job_definition_pattern(f"{stack_name}-sort-cpu"),
+            ],
+        )
+    )
+    tag = statements["TagJobsOnSubmit"]
+    assert tag["Action"] == "batch:TagResource"
+    assert tag["Condition"] == {"StringEquals": {"batch:CreateAction": "SubmitJob"}}
+    assert statements["ReadRequests"]["Action"] == "s3:GetObject"
+    assert statements["ReadRequests"]["Resource"] == [
+        _objects(bucket, "requests/"),
+        _objects(bucket, "uploads/"),
+    ]
+    assert statements["WriteRecords"]["Action"] == "s3:PutObject"
+    assert statements["WriteRecords"]["Resource"] == [
+        _objects(bucket, "errors/"),
+        _objects(bucket, "runs/"),
+        _objects(bucket, "manifests/"),
+    ]
+    assert statements["Idempotency"]["Action"] == [
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    ]
+    assert statements["Idempotency"]["Resource"] == {"Fn::GetAtt": [table, "Arn"]}
+
+
+def test_run_record_lambda_writes_run_records_publishes_failures_describes_jobs(synthesized):
+    bucket = _data_bucket_id(synthesized)
+    (topic,) = synthesized.of_type("AWS::SNS::Topic")
+    statements = _role_statements(synthesized, _function_role(synthesized, "spikebatch-run-record"))
+    sids = _by_sid(statements)
+    assert sids["RunRecords"]["Action"] == ["s3:GetObject", "s3:PutObject"]
+    assert sids["RunRecords"]["Resource"] == _objects(bucket, "runs/")
+    assert sids["DescribeJobs"]["Action"] == "batch:DescribeJobs"
+    assert sids["DescribeJobs"]["Resource"] == "*"
+    publish = [s for s in statements if s["Action"] == "sns:Publish"]
+    assert publish == [{"Action": "sns:Publish", "Effect": "Allow", "Resource": {"Ref": topic}}]
+
+
+def test_no_policy_grants_service_wide_wildcard_actions(synthesized):
+    for policy in synthesized.props("AWS::IAM::Policy"):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            for action in _as_list(statement["Action"]):
+                assert not action.endswith(":*") and action != "*", (action, statement)
+            # '*' resources only where AWS offers no resource-level permission.
+            if statement["Resource"] == "*":
+                assert _as_list(statement["Action"]) in (
+                    ["batch:DescribeJobs"],
+                    ["ecr:GetAuthorizationToken"],
+                ), statement
+
+
+def test_lambda_roles_use_no_aws_managed_policies(synthesized):
+    for service in ("spikebatch-submit", "spikebatch-run-record"):
+        role = synthesized.resources[_function_role(synthesized, service)]["Properties"]
+        assert "ManagedPolicyArns" not in role

@@ -1,0 +1,360 @@
+"""The ``spikebatch`` CLI against a moto deployment and a fake DANDI archive.
+
+Tests check the exit code, what the user reads, and what reached AWS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from spikebatch import batch_events, cost
+from spikebatch.cli import app
+from spikebatch.request import parse_request
+from spikebatch.stack_outputs import load_stack_outputs
+from spikebatch.submission import plan_submission
+from tests.submission.conftest import BUCKET, LOG_GROUP, FakeStack, client, load_event
+from tests.support.dandi_server import FakeDandiArchive
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "cli_session.txt"
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+PORT = re.compile(r"http://127\.0\.0\.1:\d+")
+ASSET = "sub-1/sub-1_ecephys.nwb"
+
+
+@pytest.fixture
+def cli(stack: FakeStack, archive: FakeDandiArchive, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run ``spikebatch ARGS`` against the fake stack and archive; returns the result."""
+    monkeypatch.setenv("DANDI_API_URL", archive.api_url)
+    runner = CliRunner()
+
+    def run(*args: str, **env: str) -> Any:
+        return runner.invoke(app, list(args), env={"COLUMNS": "110", **env})
+
+    return run
+
+
+def batch_env(job: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in job["container"]["environment"]}
+
+
+def one_line_error(result: Any) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_submit_one_asset(cli: Any, stack: FakeStack, archive: FakeDandiArchive) -> None:
+    result = cli(
+        "submit",
+        "--dandiset",
+        "000409",
+        "--asset",
+        ASSET,
+        "--param",
+        "Th=[9,8]",
+        "--param",
+        "detect_sign=-1",
+        "--on-demand",
+        "--memory-gib",
+        "60",
+    )
+    assert result.exit_code == 0, result.output
+    [job] = stack.jobs()
+    env = batch_env(job)
+    assert env["DANDI_ASSET_PATH"] == ASSET and env["DANDISET_ID"] == "000409"
+    assert json.loads(env["SORTER_PARAMS"]) == {"Th": [9, 8], "detect_sign": -1}
+    assert env["DANDI_API_URL"] == archive.api_url  # the job fetches from where we resolved
+    assert job["jobQueue"] == stack.outputs["PriorityQueueArn"]
+    run_id = env["RUN_ID"]
+    assert f"Submitted Batch job {job['jobId']} to spikebatch-on-demand." in result.output
+    assert f"{run_id}  ←  dandi:000409/draft/{ASSET}" in result.output
+    record = stack.get_json(f"runs/{run_id}/request.json")
+    assert record["submitted_by"] == "cli" and record["request"]["resources"]["memory_gib"] == 60
+
+
+def test_submit_glob_becomes_one_array_job(cli: Any, stack: FakeStack) -> None:
+    result = cli("submit", "--dandiset", "000409", "--glob", "sub-*/*.nwb")
+    assert result.exit_code == 0, result.output
+    [job] = stack.jobs()
+    assert job["arrayProperties"]["size"] == 3
+    run_id = job["tags"]["spikebatch:run-id"]
+    manifest = stack.get_json(f"manifests/{run_id}.json")
+    assert [m["DANDI_ASSET_PATH"] for m in manifest] == [
+        f"sub-{i}/sub-{i}_ecephys.nwb" for i in (1, 2, 3)
+    ]
+    assert batch_env(job)["ARRAY_MANIFEST_URI"] == f"s3://{BUCKET}/manifests/{run_id}.json"
+    assert "(array job of 3)" in result.output
+    for entry in manifest:
+        assert f"{entry['RUN_ID']}  ←  dandi:000409/draft/{entry['DANDI_ASSET_PATH']}" in (
+            result.output
+        )
+
+
+def test_request_file_with_flag_overrides(cli: Any, stack: FakeStack, tmp_path: Path) -> None:
+    request = tmp_path / "req.json"
+    request.write_text(
+        json.dumps(
+            {
+                "dandiset_id": "000409",
+                "assets": [ASSET],
+                "sorter": "kilosort4",
+                "resources": {"spot": False},
+            }
+        )
+    )
+    result = cli("submit", "--request", str(request), "--spot", "--sorter", "kilosort3")
+    assert result.exit_code == 0, result.output
+    [job] = stack.jobs()
+    assert batch_env(job)["SORTER"] == "kilosort3"
+    assert job["jobQueue"] == stack.outputs["JobQueueArn"]
+
+
+def test_dry_run_prints_the_exact_request_and_submits_nothing(
+    cli: Any, stack: FakeStack, archive: FakeDandiArchive
+) -> None:
+    result = cli("submit", "--dandiset", "000409", "--asset", ASSET, "--dry-run", "--channels", "4")
+    assert result.exit_code == 0, result.output
+    assert stack.jobs() == [] and stack.keys("runs/") == []
+    printed = result.output.split("Batch SubmitJob request:\n", 1)[1].split("\n\n", 1)[0]
+    deployment = load_stack_outputs("SpikeBatch").deployment()
+    deployment = dataclasses.replace(deployment, dandi_api_url=archive.api_url)
+    plan = plan_submission(parse_request({"dandiset_id": "000409", "assets": [ASSET]}), deployment)
+    assert json.loads(printed) == plan.submit_job
+    expected = cost.estimate(
+        60.0, 4, instance_type="g4dn.xlarge", spot=True, input_bytes=60 * 4 * 2 * 30_000
+    )
+    assert re.search(
+        rf"{ASSET} +│ +1\.0 │ g4dn\.xlarge \(spot\) │ .* │ {expected.usd:.2f}", result.output
+    ), result.output
+
+
+def test_estimate_from_dandi_sizes(cli: Any) -> None:
+    result = cli(
+        "estimate",
+        "--dandiset",
+        "000409",
+        "--glob",
+        "sub-*/*.nwb",
+        "--channels",
+        "4",
+        "--on-demand",
+    )
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if "_ecephys.nwb" in line]
+    minutes = [float(row.split("│")[2]) for row in rows]
+    assert minutes == [1.0, 2.0, 0.5]  # 60, 120 and 30 s of 4-channel int16 at 30 kHz
+    assert all("(on-demand)" in row for row in rows) and "total" in result.output
+
+
+def test_status_shows_the_recorded_failure_reason(
+    cli: Any, stack: FakeStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("submit", "--input-uri", "s3://lab-bucket/a.nwb").exit_code == 0
+    [job] = stack.jobs()
+    run_id = job["tags"]["spikebatch:run-id"]
+    event = load_event(
+        "batch_job_failed_oom", job_id=job["jobId"], job_name=job["jobName"], run_id=run_id
+    )
+    batch_events.handle(event, stack.record_env)
+
+    table = cli("status")
+    assert table.exit_code == 0, table.output
+    [row] = [line for line in table.output.splitlines() if run_id in line]
+    assert "FAILED" in row and "out-of-memory: OutOfMemoryError" in row
+
+    detail = cli("status", run_id)
+    assert detail.exit_code == 0, detail.output
+    assert "reason: out-of-memory: OutOfMemoryError: Container killed due to memory usage" in (
+        detail.output
+    )
+    assert "what to do: raise resources.memory_gib" in detail.output
+    assert "logs: https://us-east-1.console.aws.amazon.com/cloudwatch/" in detail.output
+
+
+def test_logs_prints_the_jobs_cloudwatch_stream(cli: Any, stack: FakeStack) -> None:
+    assert cli("submit", "--input-uri", "s3://lab-bucket/a.nwb").exit_code == 0
+    [job] = stack.jobs()
+    stream = job["container"]["logStreamName"]
+    logs = client("logs")
+    now_ms = int(time.time() * 1000)  # CloudWatch refuses events older than 14 days
+    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+    logs.put_log_events(
+        logGroupName=LOG_GROUP,
+        logStreamName=stream,
+        logEvents=[{"timestamp": now_ms + i, "message": f"stage {i}"} for i in range(3)],
+    )
+    result = cli("logs", job["tags"]["spikebatch:run-id"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["stage 0", "stage 1", "stage 2"]
+
+
+def test_wait_reports_success_and_failure(
+    cli: Any, stack: FakeStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("submit", "--input-uri", "s3://lab-bucket/ok.nwb").exit_code == 0
+    [ok] = stack.jobs()
+    result = cli("wait", ok["tags"]["spikebatch:run-id"], "--interval", "0")
+    assert result.exit_code == 0, result.output
+    assert "SUCCEEDED; results: spikebatch results" in result.output
+
+    monkeypatch.setenv("MOTO_SIMPLE_BATCH_FAIL_AFTER", "0")  # moto fails the next job
+    assert cli("submit", "--input-uri", "s3://lab-bucket/bad.nwb").exit_code == 0
+    [bad] = [j for j in stack.jobs() if j["jobId"] != ok["jobId"]]
+    run_id = bad["tags"]["spikebatch:run-id"]
+    assert one_line_error(cli("wait", run_id, "--interval", "0")).startswith(
+        f"error: {run_id} FAILED"
+    )
+
+
+def test_results_lists_and_downloads(cli: Any, stack: FakeStack, tmp_path: Path) -> None:
+    assert cli("submit", "--input-uri", "s3://lab-bucket/a.nwb").exit_code == 0
+    [job] = stack.jobs()
+    run_id = job["tags"]["spikebatch:run-id"]
+    s3 = client("s3")
+    files = {"run.json": b'{"status": "succeeded"}', "sorting/spikes.npy": b"\x93NUMPY" * 100}
+    for name, body in files.items():
+        s3.put_object(Bucket=BUCKET, Key=f"results/{run_id}/{name}", Body=body)
+    listing = cli("results", run_id)
+    assert listing.exit_code == 0, listing.output
+    assert "run.json" in listing.output and "sorting/spikes.npy" in listing.output
+    downloaded = cli("results", run_id, "--download", str(tmp_path))
+    assert downloaded.exit_code == 0, downloaded.output
+    for name, body in files.items():
+        assert (tmp_path / run_id / name).read_bytes() == body
+
+
+def test_cancel_terminates_the_job_with_the_reason(cli: Any, stack: FakeStack) -> None:
+    assert cli("submit", "--input-uri", "s3://lab-bucket/a.nwb").exit_code == 0
+    [job] = stack.jobs()
+    result = cli("cancel", job["tags"]["spikebatch:run-id"], "--reason", "wrong probe")
+    assert result.exit_code == 0, result.output
+    [after] = client("batch").describe_jobs(jobs=[job["jobId"]])["jobs"]
+    assert after["statusReason"] == "wrong probe"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["status"], {"SPIKEBATCH_STACK": "Elsewhere"}, "error: stack 'Elsewhere' not found"),
+        (["status", "--stack-name", "Flag"], {"SPIKEBATCH_STACK": "Env"}, "error: stack 'Flag'"),
+        (["status", "no-such-run"], {}, "error: no run 'no-such-run' in s3://"),
+        (["submit", "--dandiset", "000409"], {}, "error: say what to sort: --asset, --glob"),
+        (["submit", "--input-uri", "s3://b/a.nwb", "--param", "Th"], {}, "error: --param 'Th'"),
+        (
+            ["submit", "--input-uri", "s3://lab-bucket/a.nwb", "--gpus", "0"],
+            {},
+            "error: resources: kilosort3 needs a GPU: gpus must be at least 1",
+        ),
+        (
+            ["submit", "--input-uri", "s3://lab-bucket/a.nwb", "--memory-gib", "500"],
+            {},
+            "error: resources.memory_gib: 500 is more than the stack's largest instance",
+        ),
+        (
+            ["submit", "--dandiset", "000409", "--glob", "nothing/*.nwb"],
+            {},
+            "error: asset_glob: 'nothing/*.nwb' matched no assets in dandiset 000409 (draft)",
+        ),
+        (
+            ["submit", "--dandiset", "000409", "--asset", "sub-9/x.nwb"],
+            {},
+            "error: not in dandiset 000409 (draft): sub-9/x.nwb",
+        ),
+        (
+            [
+                "estimate",
+                "--dandiset",
+                "000409",
+                "--glob",
+                "*",
+                "--dandi-api-url",
+                "http://127.0.0.1:9/api",
+            ],
+            {},
+            "error: cannot reach the DANDI API at http://127.0.0.1:9/api",
+        ),
+    ],
+)
+def test_domain_errors_are_one_line(
+    cli: Any, stack: FakeStack, args: list[str], env: dict[str, str], message: str
+) -> None:
+    assert one_line_error(cli(*args, **env)).startswith(message)
+    assert stack.jobs() == []
+
+
+def test_help_documents_precedence_and_env_vars(cli: Any) -> None:
+    top = cli("--help")
+    assert "flag > environment variable > --request file > default" in " ".join(top.output.split())
+    submit_help = " ".join(cli("submit", "--help").output.split())
+    assert "SPIKEBATCH_STACK" in submit_help and "--dry-run" in submit_help
+
+
+def test_typical_session_snapshot(cli: Any, stack: FakeStack) -> None:
+    """dry-run → submit → status → logs → cancel, as a user sees it (ids normalized)."""
+    transcript = []
+
+    def step(*args: str) -> str:
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+        transcript.append(f"$ spikebatch {' '.join(args)}\n{result.output}")
+        return result.output
+
+    step(
+        "submit", "--dandiset", "000409", "--glob", "sub-[12]/*.nwb", "--channels", "4", "--dry-run"
+    )
+    step("submit", "--dandiset", "000409", "--glob", "sub-[12]/*.nwb")
+    [job] = stack.jobs()
+    run_id = job["tags"]["spikebatch:run-id"]
+    child = stack.get_json(f"runs/{run_id}/request.json")["children"][1]["run_id"]
+    [child_job] = client("batch").describe_jobs(jobs=[f"{job['jobId']}:1"])["jobs"]
+    event = load_event(
+        "batch_job_failed_oom", job_id=child_job["jobId"], job_name=job["jobName"], run_id=run_id
+    )
+    event["detail"]["arrayProperties"] = {"index": 1}
+    batch_events.handle(event, stack.record_env)
+    step("status")
+    step("status", child)
+    step("cancel", run_id)
+    text = PORT.sub("http://127.0.0.1:<port>", UUID.sub("<job-id>", "\n".join(transcript)))
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        SNAPSHOT.parent.mkdir(exist_ok=True)
+        SNAPSHOT.write_text(text)
+    # The dry-run estimate comes from spikebatch.cost: after an intended change to the
+    # cost model or the output, regenerate with UPDATE_SNAPSHOTS=1 and review the diff.
+    assert text == SNAPSHOT.read_text()
+
+
+def test_run_local_hands_the_job_env_to_the_worker(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker_main = pytest.importorskip("spikebatch.worker.__main__")
+    seen: list[dict[str, str]] = []
+    monkeypatch.setattr(worker_main, "main", lambda env: seen.append(dict(env)) or 3)
+    result = cli(
+        "run-local",
+        "--input-uri",
+        "file:///data/rec.nwb",
+        "--sorter",
+        "kilosort4",
+        "--param",
+        "Th_universal=10",
+        "--output",
+        str(tmp_path / "out"),
+    )
+    assert result.exit_code == 3  # the worker's exit status
+    [env] = seen
+    assert env["INPUT_URI"] == "file:///data/rec.nwb" and env["SORTER"] == "kilosort4"
+    assert env["OUTPUT_URI"] == (tmp_path / "out").resolve().as_uri()
+    assert env["SORTER_PARAMS"] == '{"Th_universal":10}'
+    assert env["RUN_ID"].startswith("rec-kilosort4-")

@@ -1,0 +1,255 @@
+"""The S3-triggered submit Lambda: requests/ and uploads/ → Batch, once per object version."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from lambdas.submit import handler as submit_handler
+from spikebatch import aws
+from spikebatch.contract import dandi_source, derive_run_id
+from tests.submission.conftest import BUCKET, FakeStack, client
+from tests.submission.lambda_support import (
+    FakeLambdaContext,
+    capture_logs,
+    log_lines,
+    upload_event,
+)
+from tests.support.dandi_server import FakeDandiArchive
+
+
+@pytest.fixture
+def lambda_env(stack: FakeStack, monkeypatch: pytest.MonkeyPatch) -> FakeStack:
+    for name, value in stack.lambda_env.items():
+        monkeypatch.setenv(name, value)
+    return stack
+
+
+def invoke(event: Any) -> dict[str, Any]:
+    return submit_handler.handler(event, FakeLambdaContext())
+
+
+def env_of(job: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in job["container"]["environment"]}
+
+
+REQUEST = {
+    "input_uri": "s3://lab-bucket/raw/session-1.nwb",
+    "sorter": "kilosort4",
+    "sorter_params": {"Th_universal": 10},
+    "max_duration_s": 120,
+    "output_prefix": "lab",
+    "resources": {"memory_gib": 60, "spot": False},
+}
+
+
+def test_valid_request_submits_exactly_one_job_with_the_contract_env(
+    lambda_env: FakeStack,
+) -> None:
+    # GIVEN a request file uploaded to requests/
+    event = upload_event("requests/lab/run 1.json", json.dumps(REQUEST).encode())
+    logs = capture_logs(submit_handler)
+    # WHEN S3 notifies the Lambda
+    result = invoke(event)
+    # THEN one job runs with the worker-contract env, and the run is recorded
+    run_id = derive_run_id(
+        source=REQUEST["input_uri"],
+        sorter="kilosort4",
+        sorter_params={"Th_universal": 10},
+        max_duration_s=120.0,
+    )
+    [outcome] = result["results"]
+    assert outcome["status"] == "submitted" and outcome["run_ids"] == [run_id]
+    [job] = lambda_env.jobs()
+    assert job["jobId"] == outcome["job_id"]
+    assert job["jobQueue"] == lambda_env.outputs["PriorityQueueArn"]
+    assert job["jobDefinition"] == lambda_env.outputs["GpuJobDefinitionArn"]
+    assert job["tags"] == {"spikebatch:run-id": run_id}
+    env = env_of(job)
+    assert {k: env[k] for k in env if k not in {"SCRATCH_DIR", "AWS_BATCH_JOB_ID"}} == {
+        "INPUT_URI": "s3://lab-bucket/raw/session-1.nwb",
+        "SORTER": "kilosort4",
+        "SORTER_PARAMS": '{"Th_universal":10}',
+        "MAX_DURATION_S": "120.0",
+        "OUTPUT_URI": f"s3://{BUCKET}/results/lab",
+        "RUN_ID": run_id,
+    }
+    record = lambda_env.get_json(f"runs/{run_id}/request.json")
+    assert record["submitted_by"] == f"s3://{BUCKET}/requests/lab/run 1.json"
+    assert record["job_id"] == job["jobId"]
+    assert record["results_uri"] == f"s3://{BUCKET}/results/lab/{run_id}/"
+    assert record["request"]["resources"] == {
+        "memory_gib": 60.0,
+        "spot": False,
+        "timeout_hours": 12,
+    }
+    # AND the structured log says so, with the Lambda context injected
+    [line] = [entry for entry in log_lines(logs) if entry["message"].startswith("submitted")]
+    assert line["level"] == "INFO"
+    assert line["function_name"] == "spikebatch-submit"
+    assert line["outcome"]["run_ids"] == [run_id]
+
+
+def test_asset_requests_are_checked_against_dandi(
+    lambda_env: FakeStack, archive: FakeDandiArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DANDI_API_URL", archive.api_url)
+    request = {"dandiset_id": "000409", "asset_glob": "sub-*/*.nwb", "sorter": "kilosort3"}
+    [outcome] = invoke(upload_event("requests/all.json", json.dumps(request).encode()))["results"]
+    assert outcome["status"] == "submitted" and len(outcome["run_ids"]) == 3
+    [job] = lambda_env.jobs()
+    assert job["arrayProperties"]["size"] == 3
+    manifest = lambda_env.get_json(f"manifests/{job['tags']['spikebatch:run-id']}.json")
+    assert [m["DANDI_ASSET_PATH"] for m in manifest] == [
+        f"sub-{i}/sub-{i}_ecephys.nwb" for i in (1, 2, 3)
+    ]
+    assert env_of(job)["DANDI_API_URL"] == archive.api_url
+
+    missing = {"dandiset_id": "000409", "assets": ["sub-9/sub-9_ecephys.nwb"]}
+    [outcome] = invoke(upload_event("requests/missing.json", json.dumps(missing).encode()))[
+        "results"
+    ]
+    assert outcome["status"] == "rejected"
+    assert outcome["errors"] == [
+        {"field": "assets", "message": "not in dandiset 000409 (draft): sub-9/sub-9_ecephys.nwb"}
+    ]
+    assert len(lambda_env.jobs()) == 1
+
+
+def test_bad_request_starts_no_job_and_explains_field_by_field(lambda_env: FakeStack) -> None:
+    body = json.dumps(
+        {"dandiset_id": "409", "assets": ["a.nwb"], "resources": {"gpus": 0, "memory_gib": 512}}
+    )
+    logs = capture_logs(submit_handler)
+    [outcome] = invoke(upload_event("requests/typo.json", body.encode()))["results"]
+    assert lambda_env.jobs() == []
+    assert outcome["status"] == "rejected"
+    assert outcome["error_file"] == f"s3://{BUCKET}/errors/typo.json"
+    document = lambda_env.get_json("errors/typo.json")
+    assert document["object"] == f"s3://{BUCKET}/requests/typo.json"
+    assert {e["field"] for e in document["errors"]} == {"dandiset_id", "resources.memory_gib"}
+    assert "at most" not in json.dumps(document) and "128" in json.dumps(document)
+    [line] = [e for e in log_lines(logs) if e["message"].startswith("rejected")]
+    assert line["level"] == "WARNING" and line["outcome"]["errors"] == document["errors"]
+
+
+def test_upload_of_an_nwb_file_is_sorted_with_the_stack_defaults(lambda_env: FakeStack) -> None:
+    key = "uploads/my session/rec é.nwb"
+    [outcome] = invoke(upload_event(key, b"\x89HDF\r\n\x1a\n"))["results"]
+    assert outcome["status"] == "submitted"
+    [job] = lambda_env.jobs()
+    env = env_of(job)
+    assert env["INPUT_URI"] == f"s3://{BUCKET}/{key}"
+    assert env["SORTER"] == "kilosort3" and env["SORTER_PARAMS"] == "{}"
+    assert job["jobQueue"] == lambda_env.outputs["JobQueueArn"]  # spot by default
+    assert env["RUN_ID"] == derive_run_id(source=f"s3://{BUCKET}/{key}", sorter="kilosort3")
+
+
+def test_the_same_event_five_times_submits_once(lambda_env: FakeStack) -> None:
+    event = upload_event("requests/once.json", json.dumps(REQUEST).encode())
+    statuses = [invoke(event)["results"][0]["status"] for _ in range(5)]
+    assert statuses == ["submitted"] + ["duplicate"] * 4
+    assert len(lambda_env.jobs()) == 1
+
+
+def test_concurrent_deliveries_submit_once(lambda_env: FakeStack) -> None:
+    event = upload_event("uploads/concurrent.nwb", b"nwb")
+    aws.client("dynamodb"), aws.client("s3"), aws.client("batch")  # shared, thread-safe clients
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        outcomes = list(pool.map(lambda _: invoke(event)["results"][0]["status"], range(5)))
+    assert sorted(outcomes) == ["duplicate"] * 4 + ["submitted"]
+    assert len(lambda_env.jobs()) == 1
+
+
+def test_a_new_version_of_the_same_key_is_a_new_request(lambda_env: FakeStack) -> None:
+    client("s3").put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    first = upload_event("requests/again.json", json.dumps(REQUEST).encode())
+    second = upload_event(
+        "requests/again.json", json.dumps({**REQUEST, "max_duration_s": 30}).encode()
+    )
+    assert first["Records"][0]["s3"]["object"]["versionId"]
+    # The older version's event arrives after the newer one was written: it still reads
+    # exactly the version it announces.
+    results = [invoke(e)["results"][0] for e in (second, first, first)]
+    assert [r["status"] for r in results] == ["submitted", "submitted", "duplicate"]
+    durations = sorted(env_of(j)["MAX_DURATION_S"] for j in lambda_env.jobs())
+    assert durations == ["120.0", "30.0"]
+
+
+def test_a_failed_submit_is_retried_not_lost(
+    lambda_env: FakeStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event = upload_event("uploads/throttled.nwb", b"nwb")
+    batch = aws.client("batch")
+    real_submit = batch.submit_job
+    calls = {"n": 0}
+
+    def throttled_once(**kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ClientError(
+                {"Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"}},
+                "SubmitJob",
+            )
+        return real_submit(**kwargs)
+
+    monkeypatch.setattr(batch, "submit_job", throttled_once)
+    with pytest.raises(ClientError, match="Rate exceeded"):
+        invoke(event)  # Lambda retries an async invocation that raised
+    assert lambda_env.jobs() == []
+    assert invoke(event)["results"][0]["status"] == "submitted"
+    assert invoke(event)["results"][0]["status"] == "duplicate"
+    assert len(lambda_env.jobs()) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("requests/notes.txt", "expected requests/**.json or uploads/**.nwb"),
+        ("other/x.json", "expected requests/**.json or uploads/**.nwb"),
+    ],
+)
+def test_other_keys_are_ignored_with_a_reason(lambda_env: FakeStack, key: str, reason: str) -> None:
+    [outcome] = invoke(upload_event(key, b"{}"))["results"]
+    assert outcome == {
+        "status": "ignored",
+        "object": f"s3://{BUCKET}/{key}",
+        "errors": [{"field": "key", "message": reason}],
+    }
+    assert lambda_env.jobs() == []
+
+
+def test_request_object_deleted_before_the_event_arrives(lambda_env: FakeStack) -> None:
+    event = upload_event("requests/gone.json", json.dumps(REQUEST).encode())
+    client("s3").delete_object(Bucket=BUCKET, Key="requests/gone.json")
+    [outcome] = invoke(event)["results"]
+    assert outcome["status"] == "rejected"
+    assert outcome["errors"][0]["message"].startswith("the object is gone")
+    assert lambda_env.jobs() == []
+
+
+def test_a_dandi_source_request_names_the_source_in_its_record(
+    lambda_env: FakeStack, archive: FakeDandiArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DANDI_API_URL", archive.api_url)
+    path = "sub-2/sub-2_ecephys.nwb"
+    request = {"dandiset_id": "000409", "assets": [path]}
+    [outcome] = invoke(upload_event("requests/one.json", json.dumps(request).encode()))["results"]
+    [run_id] = outcome["run_ids"]
+    record = lambda_env.get_json(f"runs/{run_id}/request.json")
+    assert record["source"] == dandi_source("000409", "draft", path)
+
+
+def test_requests_without_a_sorter_get_the_stacks_default(
+    lambda_env: FakeStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEFAULT_SORTER", "kilosort4")
+    body = json.dumps({"input_uri": "s3://lab-bucket/raw/b.nwb"}).encode()
+    [outcome] = invoke(upload_event("requests/default.json", body))["results"]
+    assert outcome["status"] == "submitted"
+    [job] = lambda_env.jobs()
+    assert env_of(job)["SORTER"] == "kilosort4"

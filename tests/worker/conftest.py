@@ -1,0 +1,57 @@
+"""Worker test fixtures: small ground-truth NWB files, the fake DANDI archive, a results bucket."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.dandi_server import FakeDandiArchive
+from tests.support.ground_truth import GroundTruthFiles, GroundTruthSpec, write_ground_truth_nwb
+from tests.worker.helpers import ASSET, DANDISET
+
+
+@pytest.fixture(scope="session")
+def small_gt(tmp_path_factory: pytest.TempPathFactory) -> GroundTruthFiles:
+    """5 s x 8 channels: enough for everything that stops before (or fakes) sorting."""
+    return write_ground_truth_nwb(
+        tmp_path_factory.mktemp("gt-small"),
+        GroundTruthSpec(duration_s=5.0, num_channels=8, num_units=3, seed=7),
+    )
+
+
+@pytest.fixture(scope="session")
+def two_series_gt(tmp_path_factory: pytest.TempPathFactory) -> GroundTruthFiles:
+    return write_ground_truth_nwb(
+        tmp_path_factory.mktemp("gt-two"),
+        GroundTruthSpec(duration_s=2.0, num_channels=4, num_units=2, seed=3, n_series=2),
+    )
+
+
+@pytest.fixture
+def archive(small_gt: GroundTruthFiles) -> Iterator[FakeDandiArchive]:
+    """The fake archive serving ``small_gt`` at ``DANDISET``/draft/``ASSET`` (plus neighbours)."""
+    with FakeDandiArchive(page_size=3) as fake:
+        fake.add_asset(DANDISET, ASSET, small_gt.nwb)
+        for sub in ("sim02", "sim03"):
+            fake.add_asset(DANDISET, f"sub-{sub}/sub-{sub}_ses-gt_ecephys.nwb", small_gt.nwb)
+        yield fake
+
+
+@pytest.fixture
+def bucket(aws_endpoint: str) -> str:
+    """A fresh bucket on the moto server; returns its name."""
+    from spikebatch import aws
+
+    name = f"results-{uuid.uuid4().hex[:12]}"
+    aws.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    path = tmp_path / "scratch"
+    path.mkdir()
+    return path

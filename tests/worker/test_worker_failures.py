@@ -1,0 +1,132 @@
+"""GIVEN a bad input or a failure mid-run WHEN the worker runs THEN one clear line, exit != 0,
+run.json ``failed`` with the stage, and never a partial result marked succeeded.
+
+These run the real entrypoint against the fake DANDI archive and the moto S3 server; the
+runs that must get past sorting use SpikeInterface's fast ``simple`` sorter.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from spikebatch import transfer
+from spikebatch.worker import publish
+from spikebatch.worker.__main__ import main
+from spikebatch.worker.settings import WorkerSettings
+from tests.worker.helpers import ASSET, dandi_env, s3_json, s3_keys
+
+FAST_SORTER = {"SORTER": "simple", "SORTER_PARAMS": '{"seed": 0}'}
+
+
+def _run(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(env)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("spikebatch-worker:")]
+    assert len(lines) == 1, err
+    return code, lines[0]
+
+
+def _run_json(bucket: str, env: dict[str, str]) -> tuple[str, dict]:
+    run_id = WorkerSettings.from_env(env).effective_run_id
+    return run_id, s3_json(bucket, f"results/{run_id}/run.json")
+
+
+def test_corrupted_download_is_never_sorted(archive, bucket, scratch, capsys):
+    archive.corrupt(ASSET)
+    env = dandi_env(archive, bucket, SCRATCH_DIR=str(scratch), **FAST_SORTER)
+
+    code, line = _run(env, capsys)
+
+    assert code == 1
+    assert "failed in fetch" in line and "digest" in line.lower()
+    run_id, record = _run_json(bucket, env)
+    assert record["status"] == "failed"
+    assert record["error"]["stage"] == "fetch"
+    assert "sort" not in record["timings_s"]
+    assert not (scratch / run_id / "sorter").exists()
+    assert s3_keys(bucket, f"results/{run_id}/") == [f"results/{run_id}/run.json"]
+
+
+def test_missing_asset_lists_the_nearest_paths(archive, bucket, scratch, capsys):
+    env = dandi_env(
+        archive,
+        bucket,
+        SCRATCH_DIR=str(scratch),
+        DANDI_ASSET_PATH="sub-sim01/sub-sim01_ecephys.nwb",
+        **FAST_SORTER,
+    )
+
+    code, line = _run(env, capsys)
+
+    assert code == 1
+    assert "DANDI_ASSET_PATH: no asset 'sub-sim01/sub-sim01_ecephys.nwb'" in line
+    assert f"nearest: {ASSET}" in line
+    _, record = _run_json(bucket, env)
+    assert record["status"] == "failed" and record["error"]["stage"] == "fetch"
+
+
+def test_several_electrical_series_are_listed(two_series_gt, bucket, scratch, capsys):
+    env = {
+        "INPUT_URI": two_series_gt.nwb.as_uri(),
+        "OUTPUT_URI": f"s3://{bucket}/results",
+        "SCRATCH_DIR": str(scratch),
+        **FAST_SORTER,
+    }
+
+    code, line = _run(env, capsys)
+
+    assert code == 1
+    assert "failed in open" in line
+    assert "acquisition/ElectricalSeries, acquisition/ElectricalSeriesCopy1" in line
+    assert "ELECTRICAL_SERIES_PATH" in line
+    _, record = _run_json(bucket, env)
+    assert record["error"]["stage"] == "open"
+
+
+def test_upload_failure_midway_is_failed_and_a_rerun_replaces_it(
+    archive, bucket, scratch, capsys, monkeypatch
+):
+    env = dandi_env(archive, bucket, SCRATCH_DIR=str(scratch), RUN_ID="rerun-1", **FAST_SORTER)
+    real_upload = transfer.upload_tree
+
+    def upload_then_fail(local_dir, dest_uri, *, progress=True):
+        # The reports go up, then the connection drops: a partial result.
+        real_upload(local_dir / "report", f"{dest_uri}/report", progress=progress)
+        raise transfer.TransferError(f"PUT {dest_uri}/units.nwb: connection reset")
+
+    monkeypatch.setattr(publish.transfer, "upload_tree", upload_then_fail)
+    code, line = _run(env, capsys)
+
+    assert code == 1
+    assert "failed in publish" in line and "connection reset" in line
+    record = s3_json(bucket, "results/rerun-1/run.json")
+    assert record["status"] == "failed" and record["error"]["stage"] == "publish"
+    partial = s3_keys(bucket, "results/rerun-1/")
+    assert any(k.startswith("results/rerun-1/report/") for k in partial)
+    assert "results/rerun-1/units.nwb" not in partial
+
+    # The rerun of the same RUN_ID clears the partial run and publishes a complete one.
+    monkeypatch.setattr(publish.transfer, "upload_tree", real_upload)
+    from spikebatch import aws
+
+    aws.client("s3").put_object(Bucket=bucket, Key="results/rerun-1/sorting/stale.npy", Body=b"x")
+    assert main(env) == 0
+    record = s3_json(bucket, "results/rerun-1/run.json")
+    assert record["status"] == "succeeded"
+    published = s3_keys(bucket, "results/rerun-1/")
+    expected = {f"results/rerun-1/{p}" for p in record["outputs"]} | {"results/rerun-1/run.json"}
+    assert set(published) == expected
+    assert "results/rerun-1/sorting/stale.npy" not in published
+    # A neighbouring run id that shares the prefix is left alone.
+    assert main({**env, "RUN_ID": "rerun-10"}) == 0
+    assert s3_json(bucket, "results/rerun-1/run.json")["status"] == "succeeded"
+
+
+def test_unreachable_output_fails_before_any_download(archive, scratch, capsys, aws_endpoint):
+    env = dandi_env(archive, "no-such-bucket", SCRATCH_DIR=str(scratch), **FAST_SORTER)
+
+    code, line = _run(env, capsys)
+
+    assert code == 1
+    assert "failed in publish" in line
+    assert archive.blob_requests() == []
