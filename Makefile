@@ -1,6 +1,7 @@
 # spikebatch developer entry points. `make install` is idempotent; every target installs first.
 SHELL := /bin/bash
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export DANDI_NO_ET := 1
 export PYTHONUNBUFFERED := 1
 # No AWS here: a fixed dummy region keeps boto3 and cdk synth from looking one up.

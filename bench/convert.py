@@ -65,13 +65,15 @@ def convert(nwb: Path, series: str, steps: Any, kwargs: dict[str, Any], out: Pat
     }
 
 
-def run(duration_s: float = 20.0) -> BenchResult:
+def run(nwb: Path) -> BenchResult:
+    """Convert ``nwb`` (from :func:`make_nwb`) three ways; ratios to the h5py limit."""
     tuned = job_kwargs()
+    #: What the worker used before tuning: every core, SpikeInterface's 1 s chunks.
     baseline = {"n_jobs": available_cores(), "chunk_duration": "1s", "progress_bar": False}
+    series = recording.choose_series(nwb, None)
+    raw = recording.open_recording(nwb, series)
+    raw_bytes, duration_s = raw.get_total_memory_size(), raw.get_total_duration()
     with scratch_dir("convert") as tmp:
-        nwb = make_nwb(tmp / "gt", duration_s)
-        series = recording.choose_series(nwb, None)
-        raw_bytes = recording.open_recording(nwb, series).get_total_memory_size()
         out = tmp / "recording.dat"
         limit_s = min(h5py_read_s(nwb, series) for _ in range(2))
         runs = {

@@ -23,6 +23,7 @@ from spikebatch.request import JobRequest
 PAGE_SIZE = 1000
 TIMEOUT_S = 30.0
 MAX_ASSETS = 10_000  # one Batch array job at most
+FEW_PATHS = 20  # up to this many paths are looked up one by one
 
 
 class DandiLookupError(RuntimeError):
@@ -108,18 +109,16 @@ def get_assets(
     token: str | None = None,
 ) -> list[DandiAsset]:
     """The assets at exactly ``paths``; one error naming every path that is not there."""
-    found: list[DandiAsset] = []
-    missing = []
-    for path in paths:
-        hits = [
-            a
+    if len(paths) > FEW_PATHS:  # one listing of the dandiset beats a query per path
+        listed = {a.path: a for a in _listing(api_url, dandiset_id, version, {}, token)}
+    else:
+        listed = {
+            a.path: a
+            for path in paths
             for a in _listing(api_url, dandiset_id, version, {"path": path}, token)
-            if a.path == path
-        ]
-        if hits:
-            found.append(hits[0])
-        else:
-            missing.append(path)
+        }
+    found = [listed[path] for path in paths if path in listed]
+    missing = [path for path in paths if path not in listed]
     if missing:
         raise DandiLookupError(
             f"not in dandiset {dandiset_id} ({version}): {', '.join(missing[:5])}"

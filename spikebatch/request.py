@@ -64,7 +64,7 @@ class ResourceLimits:
 
 
 class Resources(BaseModel):
-    """What one Batch job asks for; unset values come from the sorter's declared defaults."""
+    """What one Batch job asks for; unset values come from the job definition (stack config)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -214,14 +214,6 @@ class JobRequest(BaseModel):
         if not self.needs_gpu:
             return 0
         return self.resources.gpus if self.resources.gpus is not None else 1
-
-    @property
-    def vcpus(self) -> int:
-        return self.resources.vcpus or get_sorter(self.sorter).default_vcpus
-
-    @property
-    def memory_gib(self) -> float:
-        return self.resources.memory_gib or float(get_sorter(self.sorter).default_memory_gib)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from urllib.parse import quote
 from botocore.exceptions import ClientError
 
 from spikebatch import aws
+from spikebatch.idempotency import claim_once
 
 if TYPE_CHECKING:
     from spikebatch.submission import SubmissionPlan, SubmittedJob
@@ -173,14 +175,18 @@ def _now() -> str:
 
 
 def write_submitted(
-    plan: SubmissionPlan, job: SubmittedJob, *, bucket: str, submitted_by: str
+    plan: SubmissionPlan, job: SubmittedJob | None, *, bucket: str, submitted_by: str
 ) -> None:
-    """``runs/<run-id>/request.json`` for the job and, for arrays, for each child."""
+    """``runs/<run-id>/request.json`` for the job and, for arrays, for each child.
+
+    Written once before SubmitJob (``job`` None: the run exists but has no Batch job yet)
+    and again with the job id, so a failure in between never loses the request.
+    """
     request = plan.request.model_dump(mode="json", exclude_none=True)
     base = {
         "request": request,
-        "job_queue": job.job_queue,
-        "job_name": job.job_name,
+        "job_queue": plan.submit_job["jobQueue"],
+        "job_name": plan.submit_job["jobName"],
         "output_uri": plan.output_uri,
         "submitted_by": submitted_by,
         "submitted_at": _now(),
@@ -193,14 +199,19 @@ def write_submitted(
         _put_json(
             bucket,
             _key(plan.run_id, "request.json"),
-            {**base, "run_id": plan.run_id, "job_id": job.job_id, "children": children},
+            {
+                **base,
+                "run_id": plan.run_id,
+                "job_id": job.job_id if job else None,
+                "children": children,
+            },
         )
     for run in plan.runs:
         record = {
             **base,
             "run_id": run.run_id,
             "source": run.source,
-            "job_id": job.child_job_id(run),
+            "job_id": job.child_job_id(run) if job else None,
             "results_uri": f"{plan.output_uri}/{run.run_id}/",
         }
         if run.array_index is not None:
@@ -217,8 +228,10 @@ class RunRecord:
     status: dict[str, Any] | None
 
     @property
-    def job_id(self) -> str:
-        return str(self.submitted["job_id"])
+    def job_id(self) -> str | None:
+        """None while (or if) SubmitJob has not succeeded."""
+        job_id = self.submitted.get("job_id")
+        return str(job_id) if job_id else None
 
     @property
     def children(self) -> list[dict[str, Any]]:
@@ -226,7 +239,9 @@ class RunRecord:
 
     @property
     def state(self) -> str:
-        return str((self.status or {}).get("status") or "SUBMITTED")
+        if self.status and self.status.get("status"):
+            return str(self.status["status"])
+        return "SUBMITTED" if self.job_id else "NOT SUBMITTED"
 
 
 class RunNotFoundError(LookupError):
@@ -242,8 +257,14 @@ def load_run(bucket: str, run_id: str) -> RunRecord:
     return RunRecord(run_id, submitted, _get_json(bucket, _key(run_id, "status.json")))
 
 
+def load_runs(bucket: str, run_ids: list[str]) -> list[RunRecord]:
+    """Several records at once (S3 GETs in parallel; boto3 clients are thread-safe)."""
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(lambda run_id: load_run(bucket, run_id), run_ids))
+
+
 def list_run_ids(bucket: str) -> list[str]:
-    """Run ids with a record, newest layout first is not guaranteed: sorted by id."""
+    """Every run id with a record under ``runs/``, sorted."""
     paginator = aws.client("s3").get_paginator("list_objects_v2")
     ids: list[str] = []
     for page in paginator.paginate(Bucket=bucket, Prefix=f"{RUNS_PREFIX}/", Delimiter="/"):
@@ -251,8 +272,9 @@ def list_run_ids(bucket: str) -> list[str]:
     return sorted(ids)
 
 
-def live_statuses(job_ids: list[str]) -> dict[str, dict[str, Any]]:
+def live_statuses(job_ids: list[str | None]) -> dict[str, dict[str, Any]]:
     """Batch's own view of ``job_ids`` (DescribeJobs, 100 at a time), summarized."""
+    job_ids = [j for j in job_ids if j]
     batch = aws.client("batch")
     out: dict[str, dict[str, Any]] = {}
     for start in range(0, len(job_ids), 100):
@@ -362,8 +384,6 @@ def record_state_change(
 
 
 def _notify_failure(status: Mapping[str, Any], settings: RecordSettings) -> None:
-    from spikebatch.idempotency import claim_once
-
     if settings.idempotency_table and not claim_once(
         settings.idempotency_table, f"notify#{status['job_id']}#FAILED"
     ):

@@ -84,7 +84,7 @@ class StackOutputs:
 def load_stack_outputs(stack_name: str, *, region: str | None = None) -> StackOutputs:
     """DescribeStacks → outputs; one clear error when the stack is not there."""
     cfn: Any = aws.client("cloudformation", region=region)
-    where = f"in {region or 'the default region'}"
+    where = f"in {aws.region_of(cfn)}"
     try:
         stacks = cfn.describe_stacks(StackName=stack_name)["Stacks"]
     except ClientError as exc:

@@ -8,12 +8,16 @@ assets become one Batch array job: child *i* applies entry *i* of a manifest wri
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from spikebatch import aws
 from spikebatch import runs as run_records
@@ -32,6 +36,8 @@ from spikebatch.request import (
 )
 from spikebatch.runs import RUN_ID_TAG
 from spikebatch.sorters import DEFAULT_SORTER
+
+log = logging.getLogger(__name__)
 
 RESULTS_PREFIX = "results"
 MANIFESTS_PREFIX = "manifests"
@@ -191,12 +197,15 @@ def _common_env(request: JobRequest, dandi_api_url: str, output_uri: str) -> dic
 
 
 def _resources(request: JobRequest) -> list[dict[str, str]]:
-    reqs = [
-        {"type": "VCPU", "value": str(request.vcpus)},
-        {"type": "MEMORY", "value": str(int(request.memory_gib * 1024))},
-    ]
-    if request.gpus:
-        reqs.append({"type": "GPU", "value": str(request.gpus)})
+    """Only what the request sets: the job definition (the stack's config) sizes the rest."""
+    wanted = request.resources
+    reqs = []
+    if wanted.vcpus is not None:
+        reqs.append({"type": "VCPU", "value": str(wanted.vcpus)})
+    if wanted.memory_gib is not None:
+        reqs.append({"type": "MEMORY", "value": str(int(wanted.memory_gib * 1024))})
+    if wanted.gpus and request.needs_gpu:
+        reqs.append({"type": "GPU", "value": str(wanted.gpus)})
     return reqs
 
 
@@ -240,12 +249,13 @@ def plan_submission(
         ),
         "containerOverrides": {
             "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
-            "resourceRequirements": _resources(request),
         },
         "timeout": {"attemptDurationSeconds": max(60, int(request.resources.timeout_hours * 3600))},
         "tags": {RUN_ID_TAG: run_id},
         "propagateTags": True,
     }
+    if resources := _resources(request):
+        kwargs["containerOverrides"]["resourceRequirements"] = resources
     if is_array:
         kwargs["arrayProperties"] = {"size": len(runs)}
     return SubmissionPlan(
@@ -277,8 +287,17 @@ def submit(
     submitted_by: str,
     region: str | None = None,
 ) -> SubmittedJob:
-    """Write the manifest, submit the job, then write ``runs/<run-id>/request.json`` records."""
+    """Records and manifest first, then SubmitJob, then the records again with the job id.
+
+    Once SubmitJob has succeeded nothing raises: a retry would submit a second job, so a
+    failure to note the job id in the records is logged instead (the run-record Lambda
+    still maps the job's state changes to the run through its tag).
+    """
     s3 = aws.client("s3", region=region)
+    records = functools.partial(
+        run_records.write_submitted, plan, bucket=deployment.bucket, submitted_by=submitted_by
+    )
+    records(None)
     if plan.manifest_key is not None:
         s3.put_object(
             Bucket=deployment.bucket,
@@ -294,5 +313,8 @@ def submit(
         job_queue=plan.submit_job["jobQueue"],
         runs=plan.runs,
     )
-    run_records.write_submitted(plan, job, bucket=deployment.bucket, submitted_by=submitted_by)
+    try:
+        records(job)
+    except (ClientError, BotoCoreError):
+        log.exception("job %s submitted, but its run records lack the job id", job.job_id)
     return job

@@ -202,7 +202,9 @@ def _err(field_name: str, message: str) -> dict[str, str]:
 
 def _logged(outcome: Outcome) -> Outcome:
     level = logging.INFO if outcome.status in ("submitted", "duplicate") else logging.WARNING
-    log.log(level, f"{outcome.status} {outcome.object}", extra={"outcome": outcome.to_json()})
+    log.log(
+        level, f"{outcome.status} {outcome.object or 'event'}", extra={"outcome": outcome.to_json()}
+    )
     return outcome
 
 
@@ -238,8 +240,11 @@ def _read(obj: S3Object, *, head: bool = False) -> Any:
         return (s3.head_object if head else s3.get_object)(Bucket=obj.bucket, Key=obj.key, **extra)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
-        if code in {"NoSuchKey", "NoSuchVersion", "404", "NotFound", "InvalidArgument"}:
-            raise RequestError([FieldError("request", f"the object is gone ({code})")]) from None
+        # Without s3:ListBucket, S3 answers 403 (not 404) for a key that does not exist.
+        if code in {"NoSuchKey", "NoSuchVersion", "404", "NotFound", "403", "AccessDenied"}:
+            raise RequestError(
+                [FieldError("request", f"the object is gone or unreadable ({code})")]
+            ) from None
         if code in {"PreconditionFailed", "412"}:
             raise RequestError(
                 [FieldError("request", "replaced since this event; the newer upload counts")]

@@ -96,7 +96,8 @@ RequestOpt = Annotated[
 ]
 DandisetOpt = Annotated[str | None, typer.Option("--dandiset", help="Dandiset id, e.g. 000409.")]
 VersionOpt = Annotated[
-    str | None, typer.Option("--version", help="Dandiset version: draft or published.")
+    str | None,
+    typer.Option("--dandiset-version", help="Dandiset version: draft (default) or published."),
 ]
 AssetOpt = Annotated[
     list[str] | None,
@@ -156,6 +157,7 @@ DurationOpt = Annotated[
 ChannelsOpt = Annotated[
     int, typer.Option("--channels", min=1, help="Channels per recording, for the estimate.")
 ]
+CANCEL_REASON = "cancelled with spikebatch cancel"
 RunIdArg = Annotated[str, typer.Argument(help="Run id, as printed by `submit` or `status`.")]
 
 
@@ -188,7 +190,10 @@ def _build_request(
     """The request file (if any) with every given flag laid over it, validated."""
     data: dict[str, Any] = {}
     if request_file is not None:
-        decoded = json.loads(request_file.read_bytes()) if request_file.stat().st_size else None
+        try:
+            decoded = json.loads(request_file.read_bytes())
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise ValueError(f"{request_file}: not valid JSON ({exc})") from None
         if not isinstance(decoded, dict):
             raise ValueError(f"{request_file}: a request file holds one JSON object")
         data = decoded
@@ -206,17 +211,22 @@ def _build_request(
             data.pop(key, None)
     data |= {k: v for k, v in flags.items() if v is not None}
     if params:
-        data["sorter_params"] = dict(data.get("sorter_params") or {}) | dict(
-            _parse_param(p) for p in params
-        )
+        data["sorter_params"] = _merged(data.get("sorter_params"), dict(map(_parse_param, params)))
     overrides = {k: v for k, v in (resources or {}).items() if v is not None}
     if spot is not None:
         overrides["spot"] = spot
     if overrides:
-        data["resources"] = dict(data.get("resources") or {}) | overrides
+        data["resources"] = _merged(data.get("resources"), overrides)
     if not any(data.get(k) for k in ("assets", "asset_glob", "input_uri")):
         raise ValueError("say what to sort: --asset, --glob, --input-uri or --request FILE")
     return parse_request(data, default_sorter=default_sorter)
+
+
+def _merged(from_file: Any, flags: dict[str, Any]) -> Any:
+    """Flags over the file's object; a file value that is no object is left for validation."""
+    if from_file is None:
+        return flags
+    return {**from_file, **flags} if isinstance(from_file, dict) else from_file
 
 
 def _sizes(
@@ -252,7 +262,11 @@ def submit(
         str | None, typer.Option(help="Results go to s3://<bucket>/results/<prefix>/<run-id>/.")
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the exact Batch request and the estimate.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the exact Batch request (ARNs from the stack) and the estimate; submit nothing.",
+        ),
     ] = False,
     duration_s: DurationOpt = None,
     channels: ChannelsOpt = 384,
@@ -342,20 +356,27 @@ def status(
         aws.use_region(region)
         stack = load_stack_outputs(stack_name, region=region)
         if run_id is None:
-            records = [runs.load_run(stack.bucket, r) for r in runs.list_run_ids(stack.bucket)]
+            records = runs.load_runs(stack.bucket, runs.list_run_ids(stack.bucket))
             live = runs.live_statuses([r.job_id for r in records if r.state not in runs.TERMINAL])
             render.run_table(out, records, live)
             return
         record = runs.load_run(stack.bucket, run_id)
-        children = [runs.load_run(stack.bucket, c["run_id"]) for c in record.children]
+        children = runs.load_runs(stack.bucket, [c["run_id"] for c in record.children])
         live = runs.live_statuses([r.job_id for r in [record, *children]])
         render.run_detail(out, record, children, live)
+
+
+def _submitted_run(bucket: str, run_id: str) -> runs.RunRecord:
+    record = runs.load_run(bucket, run_id)
+    if record.job_id is None:
+        raise ValueError(f"{run_id} has no Batch job: its submission did not go through")
+    return record
 
 
 def _log_targets(bucket: str, run_id: str) -> list[runs.RunRecord]:
     record = runs.load_run(bucket, run_id)
     if record.children:
-        return [runs.load_run(bucket, c["run_id"]) for c in record.children]
+        return runs.load_runs(bucket, [c["run_id"] for c in record.children])
     return [record]
 
 
@@ -389,7 +410,9 @@ def logs(
                     stack.log_group_name, stream, tokens.get(target.run_id), prefix
                 )
             done = all(
-                (live.get(t.job_id) or {}).get("status", t.state) in runs.TERMINAL for t in targets
+                t.job_id is None
+                or (live.get(t.job_id) or {}).get("status", t.state) in runs.TERMINAL
+                for t in targets
             )
             if not follow or done:
                 return
@@ -428,7 +451,7 @@ def wait(
     with _domain_errors():
         aws.use_region(region)
         stack = load_stack_outputs(stack_name, region=region)
-        record = runs.load_run(stack.bucket, run_id)
+        record = _submitted_run(stack.bucket, run_id)
         final = render.wait_progress(out, record, interval=interval, timeout=timeout)
         if final is None:
             err.print(f"error: {run_id} still running after {timeout:g} s", markup=False)
@@ -477,9 +500,9 @@ def _list_objects(uri: str) -> list[dict[str, Any]]:
 @app.command()
 def cancel(
     run_id: RunIdArg,
-    reason: Annotated[str, typer.Option(help="Recorded as the job's status reason.")] = (
-        "cancelled with spikebatch cancel"
-    ),
+    reason: Annotated[
+        str | None, typer.Option(help="Why; recorded in the job's status reason.")
+    ] = None,
     stack_name: StackOpt = DEFAULT_STACK_NAME,
     region: RegionOpt = None,
 ) -> None:
@@ -487,9 +510,11 @@ def cancel(
     with _domain_errors():
         aws.use_region(region)
         stack = load_stack_outputs(stack_name, region=region)
-        record = runs.load_run(stack.bucket, run_id)
-        aws.client("batch").terminate_job(jobId=record.job_id, reason=reason)
-        out.print(f"cancelled {run_id} (job {record.job_id}): {reason}", markup=False)
+        record = _submitted_run(stack.bucket, run_id)
+        # The prefix lets the run record classify the failure as "cancelled".
+        status_reason = CANCEL_REASON + (f": {reason}" if reason else "")
+        aws.client("batch").terminate_job(jobId=record.job_id, reason=status_reason)
+        out.print(f"cancelled {run_id} (job {record.job_id}): {status_reason}", markup=False)
 
 
 @app.command("run-local")

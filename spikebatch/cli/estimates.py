@@ -36,7 +36,9 @@ def recording_seconds(size: RecordingSize, channels: int) -> float | None:
     return size.size_bytes / (channels * cost.BYTES_PER_SAMPLE * cost.SAMPLING_RATE_HZ)
 
 
-def _cheapest(request: JobRequest, duration_s: float, channels: int, nbytes: int | None):
+def _cheapest(
+    request: JobRequest, duration_s: float, channels: int, nbytes: int | None
+) -> cost.CostEstimate:
     names = [n for n, s in INSTANCE_TYPES.items() if (s.gpus > 0) == request.needs_gpu]
     options = [
         cost.estimate(

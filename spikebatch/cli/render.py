@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -136,11 +137,15 @@ def run_table(
     table.add_column("run id", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("reason")
+    states = {record.run_id: _state(record, live) for record in records}
     for record in records:
-        state = _state(record, live)
+        state = states[record.run_id]
         reason = _reason(state, short=True)
-        if record.children and not reason:
-            reason = f"array of {len(record.children)}"
+        if record.children:  # an array job: how its children stand
+            counts = Counter(
+                str(states.get(c["run_id"], {}).get("status", "?")) for c in record.children
+            )
+            reason = "array: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         table.add_row(record.run_id, str(state.get("status")), reason)
     console.print(table)
 

@@ -16,6 +16,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import requests
+
 from spikebatch import transfer
 from spikebatch.worker.errors import InputError
 from spikebatch.worker.settings import WorkerSettings
@@ -90,6 +92,14 @@ def resolve_dandi(settings: WorkerSettings) -> ResolvedInput:
     where = f"dandiset {settings.dandiset_id}/{settings.dandiset_version}"
     try:
         asset = dandiset.get_asset_by_path(settings.dandi_asset_path)
+    except requests.HTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (401, 403):
+            raise InputError(
+                f"{where} is embargoed or private: set DANDI_API_KEY or "
+                f"DANDI_API_KEY_SECRET_ARN (HTTP {status})"
+            ) from None
+        raise
     except NotFoundError:
         try:
             paths = [a.path for a in dandiset.get_assets()]

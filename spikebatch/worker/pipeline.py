@@ -114,9 +114,15 @@ class _Run:
             log.info("stage %s: %.1f s", name, seconds)
 
     def checkpoint(self) -> None:
-        """Rewrite run.json (still running) so readers see progress stage by stage."""
+        """Rewrite run.json (still running) so readers see progress stage by stage.
+
+        Best effort: a hiccup here must not fail a sort; the final write is what counts.
+        """
         self.record["updated_at"] = now()
-        self.publisher.write_record(self.record)
+        try:
+            self.publisher.write_record(self.record)
+        except Exception as exc:
+            log.warning("could not update %s: %s", self.publisher.run_json_uri, exc)
 
     def set_cost(self) -> None:
         from spikebatch.cost import estimate, instance_price_per_hour
@@ -173,6 +179,9 @@ def run(settings: WorkerSettings, environ: Mapping[str, str]) -> Outcome:
         _run_stages(job)
     except (StageError, Interrupted) as exc:
         return _fail(job, exc)
+    except Exception as exc:  # a bug between stages: still a record and a clean exit code
+        log.exception("unexpected error")
+        return _fail(job, StageError(str(job.record["stage"]), f"{type(exc).__name__}: {exc}"))
     message = (
         f"succeeded: {job.record['units']['count']} units -> {job.publisher.dest}/ "
         f"({', '.join(f'{k} {v:.1f}s' for k, v in job.record['timings_s'].items())})"

@@ -47,7 +47,11 @@ def analyze(sorting: Any, recording: Any, folder: Path, job_kwargs: dict[str, An
         job_kwargs=job_kwargs,
     )
     # Job kwargs for the extensions come from SpikeInterface's globals (set by the pipeline).
-    analyzer.compute(_EXTENSIONS)
+    # One at a time, so a long postprocess shows progress in the job log.
+    for i, (name, params) in enumerate(_EXTENSIONS.items(), start=1):
+        log.info("postprocess: %s (%d/%d)", name, i, len(_EXTENSIONS) + 1)
+        analyzer.compute(name, **params)
+    log.info("postprocess: quality_metrics (%d/%d)", len(_EXTENSIONS) + 1, len(_EXTENSIONS) + 1)
     # Presence ratio needs several bins: 60 s bins (the default) on a short recording are NaN.
     bin_s = max(1.0, min(60.0, recording.get_total_duration() / 10.0))
     analyzer.compute(

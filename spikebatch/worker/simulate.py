@@ -77,7 +77,10 @@ def generate_recording(spec: GroundTruthSpec):
         ),
         generate_sorting_kwargs=dict(firing_rates=spec.firing_rate_hz, refractory_period_ms=4.0),
         generate_unit_locations_kwargs=dict(
-            margin_um=10.0, minimum_z=5.0, maximum_z=50.0, minimum_distance=spec.min_unit_distance_um
+            margin_um=10.0,
+            minimum_z=5.0,
+            maximum_z=50.0,
+            minimum_distance=spec.min_unit_distance_um,
         ),
         noise_kwargs=dict(noise_levels=spec.noise_uv, strategy="on_the_fly"),
         seed=spec.seed,

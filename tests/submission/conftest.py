@@ -5,8 +5,11 @@ idempotency table, and a CloudFormation stack whose outputs name them all.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +212,42 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStack]:
         aws.use_region(None)
         yield build_stack()
     aws.clear_cache()
+    aws.use_region(None)
+
+
+@contextlib.contextmanager
+def _library_logging_restored() -> Iterator[None]:
+    """Powertools reroutes the ``spikebatch`` logger (propagate=False) when a handler module
+    configures it; undo that afterwards so other tests' ``caplog`` still sees the library."""
+    library = logging.getLogger("spikebatch")
+    saved = (list(library.handlers), library.propagate, library.level)
+    try:
+        yield
+    finally:
+        library.handlers, library.propagate = saved[0], saved[1]
+        library.setLevel(saved[2])
+
+
+def _handler_module(name: str) -> Iterator[Any]:
+    from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+    with _library_logging_restored():
+        module = importlib.import_module(f"lambdas.{name}.handler")
+        # What the module did at its (cached) first import, done again for this test.
+        copy_config_to_registered_loggers(source_logger=module.logger, include={"spikebatch"})
+        yield module
+
+
+@pytest.fixture
+def submit_handler() -> Iterator[Any]:
+    """``lambdas/submit/handler.py``, imported as Lambda does, logging as in Lambda."""
+    yield from _handler_module("submit")
+
+
+@pytest.fixture
+def record_handler() -> Iterator[Any]:
+    """``lambdas/run_record/handler.py``, imported as Lambda does, logging as in Lambda."""
+    yield from _handler_module("run_record")
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,10 @@ def upload_event(key: str, body: bytes, *, bucket: str = BUCKET) -> dict[str, An
         "s3_object_created",
         bucket=bucket,
         key=quote_plus(key, safe="/"),
-        size=str(len(body)),
         etag=put["ETag"].strip('"'),
         version_id=put.get("VersionId", ""),
     )
+    event["Records"][0]["s3"]["object"]["size"] = len(body)
     if not put.get("VersionId"):
         del event["Records"][0]["s3"]["object"]["versionId"]
     return event

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from spikebatch import batch_events, cost
 from spikebatch.cli import app
 from spikebatch.request import parse_request
+from spikebatch.runs import classify_failure
 from spikebatch.stack_outputs import load_stack_outputs
 from spikebatch.submission import plan_submission
 from tests.submission.conftest import BUCKET, LOG_GROUP, FakeStack, client, load_event
@@ -197,6 +198,9 @@ def test_logs_prints_the_jobs_cloudwatch_stream(cli: Any, stack: FakeStack) -> N
     result = cli("logs", job["tags"]["spikebatch:run-id"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == ["stage 0", "stage 1", "stage 2"]
+    # --follow prints each line once and returns when the job has ended
+    followed = cli("logs", job["tags"]["spikebatch:run-id"], "--follow", "--interval", "0")
+    assert followed.exit_code == 0 and followed.stdout == result.stdout
 
 
 def test_wait_reports_success_and_failure(
@@ -240,13 +244,18 @@ def test_cancel_terminates_the_job_with_the_reason(cli: Any, stack: FakeStack) -
     result = cli("cancel", job["tags"]["spikebatch:run-id"], "--reason", "wrong probe")
     assert result.exit_code == 0, result.output
     [after] = client("batch").describe_jobs(jobs=[job["jobId"]])["jobs"]
-    assert after["statusReason"] == "wrong probe"
+    assert after["statusReason"] == "cancelled with spikebatch cancel: wrong probe"
+    assert classify_failure([after["statusReason"]]).name == "cancelled"
 
 
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["status"], {"SPIKEBATCH_STACK": "Elsewhere"}, "error: stack 'Elsewhere' not found"),
+        (
+            ["status"],
+            {"SPIKEBATCH_STACK": "Elsewhere"},
+            "error: stack 'Elsewhere' not found in us-east-1",
+        ),
         (["status", "--stack-name", "Flag"], {"SPIKEBATCH_STACK": "Env"}, "error: stack 'Flag'"),
         (["status", "no-such-run"], {}, "error: no run 'no-such-run' in s3://"),
         (["submit", "--dandiset", "000409"], {}, "error: say what to sort: --asset, --glob"),
@@ -358,3 +367,56 @@ def test_run_local_hands_the_job_env_to_the_worker(
     assert env["OUTPUT_URI"] == (tmp_path / "out").resolve().as_uri()
     assert env["SORTER_PARAMS"] == '{"Th_universal":10}'
     assert env["RUN_ID"].startswith("rec-kilosort4-")
+
+
+def test_wait_and_results_cover_every_array_child(cli: Any, stack: FakeStack) -> None:
+    assert cli("submit", "--dandiset", "000409", "--glob", "sub-*/*.nwb").exit_code == 0
+    [job] = stack.jobs()
+    run_id = job["tags"]["spikebatch:run-id"]
+    waited = cli("wait", run_id, "--interval", "0")
+    assert waited.exit_code == 0, waited.output
+    children = stack.get_json(f"runs/{run_id}/request.json")["children"]
+    for child in children:
+        client("s3").put_object(
+            Bucket=BUCKET, Key=f"results/{child['run_id']}/run.json", Body=b"{}"
+        )
+    listing = cli("results", run_id)
+    assert listing.exit_code == 0, listing.output
+    for child in children:
+        assert f"{child['run_id']}: s3://{BUCKET}/results/{child['run_id']}/" in listing.output
+
+
+def test_a_stack_without_the_outputs_is_named(cli: Any, stack: FakeStack) -> None:
+    template = {
+        "Resources": {"Marker": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {"DataBucketName": {"Value": BUCKET}},
+    }
+    client("cloudformation").create_stack(StackName="Partial", TemplateBody=json.dumps(template))
+    message = one_line_error(cli("status", "--stack-name", "Partial"))
+    assert message.startswith("error: stack 'Partial' in us-east-1 lacks outputs JobQueueArn")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{bad", "not valid JSON (Expecting property name"),
+        (b"\xff", "not valid JSON ("),
+        (b"[1]", "a request file holds one JSON object"),
+    ],
+)
+def test_unreadable_request_files_are_one_line(
+    cli: Any, stack: FakeStack, tmp_path: Path, content: bytes, message: str
+) -> None:
+    request = tmp_path / "req.json"
+    request.write_bytes(content)
+    assert message in one_line_error(cli("submit", "--request", str(request)))
+
+
+def test_request_file_fields_are_validated_with_flags_over_them(
+    cli: Any, stack: FakeStack, tmp_path: Path
+) -> None:
+    request = tmp_path / "req.json"
+    request.write_text(json.dumps({"input_uri": "s3://lab-bucket/a.nwb", "resources": [1]}))
+    error = one_line_error(cli("submit", "--request", str(request), "--gpus", "1"))
+    assert error.startswith("error: resources: Input should be a valid dictionary")
+    assert stack.jobs() == []

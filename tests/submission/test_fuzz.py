@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -15,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lambdas.submit import handler as submit_handler
 from spikebatch.request import MAX_REQUEST_BYTES, JobRequest
 from spikebatch.sorters import SORTERS
 from tests.submission.conftest import BUCKET, FakeStack, load_event
@@ -40,6 +40,9 @@ json_value = st.recursive(
 )
 
 
+Invoke = Callable[[Any], dict[str, Any]]
+
+
 @pytest.fixture
 def lambda_env(stack: FakeStack, monkeypatch: pytest.MonkeyPatch) -> FakeStack:
     for name, value in stack.lambda_env.items():
@@ -47,8 +50,9 @@ def lambda_env(stack: FakeStack, monkeypatch: pytest.MonkeyPatch) -> FakeStack:
     return stack
 
 
-def invoke(event: Any) -> dict[str, Any]:
-    return submit_handler.handler(event, FakeLambdaContext())
+@pytest.fixture
+def invoke(submit_handler: Any) -> Invoke:
+    return lambda event: submit_handler.handler(event, FakeLambdaContext())
 
 
 def assert_rejected_without_a_job(result: dict[str, Any], stack: FakeStack) -> None:
@@ -68,7 +72,6 @@ def _record_with(path: list[str], value: Any) -> dict[str, Any]:
         "s3_object_created",
         bucket=BUCKET,
         key=quote_plus(f"uploads/missing-{next(_names)}.nwb", safe="/"),
-        size="10",
         etag="0" * 32,
         version_id="",
     )
@@ -115,7 +118,9 @@ malformed_events = st.one_of(
 
 @FUZZ
 @given(event=malformed_events)
-def test_malformed_events_never_start_a_job(lambda_env: FakeStack, event: Any) -> None:
+def test_malformed_events_never_start_a_job(
+    lambda_env: FakeStack, invoke: Invoke, event: Any
+) -> None:
     COUNTS["events"] = COUNTS.get("events", 0) + 1
     assert_rejected_without_a_job(invoke(event), lambda_env)
 
@@ -172,7 +177,9 @@ bodies = st.one_of(
 
 @FUZZ
 @given(body=bodies)
-def test_malformed_requests_never_start_a_job(lambda_env: FakeStack, body: bytes) -> None:
+def test_malformed_requests_never_start_a_job(
+    lambda_env: FakeStack, invoke: Invoke, body: bytes
+) -> None:
     COUNTS["requests"] = COUNTS.get("requests", 0) + 1
     key = f"requests/fuzz/{next(_names)}.json"
     result = invoke(upload_event(key, body))

@@ -59,15 +59,21 @@ def test_single_asset_job_gets_the_worker_contract_env() -> None:
     }
     assert plan.submit_job["jobQueue"] == DEPLOYMENT.job_queue_arn
     assert plan.submit_job["jobDefinition"] == DEPLOYMENT.gpu_job_definition_arn
-    assert plan.submit_job["containerOverrides"]["resourceRequirements"] == [
-        {"type": "VCPU", "value": "8"},
-        {"type": "MEMORY", "value": "30720"},
-        {"type": "GPU", "value": "1"},
-    ]
+    # Unset resources: the job definition's (the stack's gpu_job_* config) apply.
+    assert "resourceRequirements" not in plan.submit_job["containerOverrides"]
     assert plan.submit_job["timeout"] == {"attemptDurationSeconds": 12 * 3600}
     assert plan.submit_job["tags"] == {RUN_ID_TAG: run_id}
     assert plan.submit_job["propagateTags"] is True
     assert "arrayProperties" not in plan.submit_job
+
+
+def test_requested_resources_override_the_job_definition() -> None:
+    request = parse_request(
+        {"input_uri": "s3://lab-bucket/a.nwb", "resources": {"gpus": 1, "memory_gib": 61}}
+    )
+    assert plan_submission(request, DEPLOYMENT).submit_job["containerOverrides"][
+        "resourceRequirements"
+    ] == [{"type": "MEMORY", "value": "62464"}, {"type": "GPU", "value": "1"}]
 
 
 def test_same_request_same_run_id_and_params_change_it() -> None:

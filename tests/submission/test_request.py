@@ -37,14 +37,15 @@ def errors_of(data: object, **kwargs: object) -> dict[str, str]:
 def test_design_example_parses_from_file_bytes() -> None:
     request = parse_request(json.dumps(DESIGN_EXAMPLE).encode(), limits=LIMITS)
     assert request.assets == ["sub-X/sub-X_ecephys.nwb"]
-    assert (request.gpus, request.vcpus, request.memory_gib) == (1, 8, 30.0)
+    assert (request.gpus, request.resources.vcpus, request.resources.memory_gib) == (1, 8, 30.0)
     # results/ is implied: the DESIGN example's "results/my-run" is not results/results/...
     assert request.output_prefix == "my-run"
 
 
-def test_defaults_come_from_the_sorter_declaration() -> None:
+def test_defaults_leave_sizing_to_the_job_definition() -> None:
     request = parse_request({"input_uri": "s3://my-bucket/x.nwb", "sorter": "spykingcircus2"})
-    assert (request.gpus, request.vcpus, request.memory_gib) == (0, 8, 30.0)
+    assert request.gpus == 0 and not request.needs_gpu
+    assert (request.resources.vcpus, request.resources.memory_gib) == (None, None)
     assert request.resources.spot is True and request.resources.timeout_hours == 12
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from lambdas.run_record import handler as record_handler
 from spikebatch import submission
 from spikebatch.request import parse_request
 from spikebatch.runs import log_console_url
@@ -38,8 +38,14 @@ def event_for(name: str, job: SubmittedJob) -> dict[str, Any]:
     return load_event(name, job_id=job.job_id, job_name=job.job_name, run_id=job.run_id)
 
 
-def invoke(event: Any) -> dict[str, Any]:
-    return record_handler.handler(event, FakeLambdaContext(function_name="spikebatch-run-record"))
+Invoke = Callable[[Any], dict[str, Any]]
+
+
+@pytest.fixture
+def invoke(record_handler: Any) -> Invoke:
+    """Call the handler as Lambda does: the event and a context."""
+    context = FakeLambdaContext(function_name="spikebatch-run-record")
+    return lambda event: record_handler.handler(event, context)
 
 
 FAILURES = [
@@ -63,7 +69,13 @@ FAILURES = [
 
 @pytest.mark.parametrize(("event_name", "kind", "reason", "has_stream"), FAILURES)
 def test_each_failure_kind_reaches_the_record_and_sns(
-    record_env: FakeStack, event_name: str, kind: str, reason: str, has_stream: bool
+    record_env: FakeStack,
+    event_name: str,
+    kind: str,
+    reason: str,
+    has_stream: bool,
+    invoke: Invoke,
+    record_handler: Any,
 ) -> None:
     # GIVEN a submitted run
     job = submit_one(record_env)
@@ -94,7 +106,7 @@ def test_log_link_escapes_like_the_console() -> None:
     )
 
 
-def test_a_redelivered_failure_notifies_once(record_env: FakeStack) -> None:
+def test_a_redelivered_failure_notifies_once(record_env: FakeStack, invoke: Invoke) -> None:
     job = submit_one(record_env)
     event = event_for("batch_job_failed_oom", job)
     invoke(event)
@@ -102,7 +114,7 @@ def test_a_redelivered_failure_notifies_once(record_env: FakeStack) -> None:
     assert len(record_env.notifications()) == 1
 
 
-def test_late_events_do_not_overwrite_the_outcome(record_env: FakeStack) -> None:
+def test_late_events_do_not_overwrite_the_outcome(record_env: FakeStack, invoke: Invoke) -> None:
     job = submit_one(record_env)
     invoke(event_for("batch_job_succeeded", job))
     invoke(event_for("batch_job_running", job))  # EventBridge does not promise order
@@ -112,7 +124,9 @@ def test_late_events_do_not_overwrite_the_outcome(record_env: FakeStack) -> None
     assert record_env.notifications() == []
 
 
-def test_a_retry_after_a_spot_reclaim_moves_the_record_on(record_env: FakeStack) -> None:
+def test_a_retry_after_a_spot_reclaim_moves_the_record_on(
+    record_env: FakeStack, invoke: Invoke
+) -> None:
     job = submit_one(record_env)
     running = event_for("batch_job_running", job)
     invoke(running)
@@ -125,7 +139,7 @@ def test_a_retry_after_a_spot_reclaim_moves_the_record_on(record_env: FakeStack)
     assert [h["status"] for h in status["history"]] == ["RUNNING", "RUNNABLE"]
 
 
-def test_array_children_map_to_their_own_runs(record_env: FakeStack) -> None:
+def test_array_children_map_to_their_own_runs(record_env: FakeStack, invoke: Invoke) -> None:
     request = parse_request({"dandiset_id": "000409", "asset_glob": "*.nwb"})
     plan = plan_submission(request, deployment(record_env), assets=["a.nwb", "b.nwb"])
     job = submission.submit(plan, deployment(record_env), submitted_by="test")
@@ -141,7 +155,7 @@ def test_array_children_map_to_their_own_runs(record_env: FakeStack) -> None:
     assert plan.runs[1].run_id in message["Subject"]
 
 
-def test_jobs_spikebatch_did_not_submit_are_ignored(record_env: FakeStack) -> None:
+def test_jobs_spikebatch_did_not_submit_are_ignored(record_env: FakeStack, invoke: Invoke) -> None:
     event = load_event("batch_job_failed_oom", job_id="not-ours", job_name="x", run_id="x")
     del event["detail"]["tags"]
     assert invoke(event)["status"] == "ignored"
@@ -157,12 +171,14 @@ def test_jobs_spikebatch_did_not_submit_are_ignored(record_env: FakeStack) -> No
         {"detail-type": "Batch Job State Change", "source": "aws.batch", "detail": {"x": 1}},
     ],
 )
-def test_malformed_events_are_answered_not_raised(record_env: FakeStack, event: Any) -> None:
+def test_malformed_events_are_answered_not_raised(
+    record_env: FakeStack, event: Any, invoke: Invoke
+) -> None:
     assert invoke(event)["status"] == "ignored"
     assert record_env.keys("runs/") == []
 
 
-def test_bucket_layout(record_env: FakeStack) -> None:
+def test_bucket_layout(record_env: FakeStack, invoke: Invoke) -> None:
     job = submit_one(record_env)
     invoke(event_for("batch_job_running", job))
     assert record_env.keys("runs/") == [

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from lambdas.submit import handler as submit_handler
 from spikebatch import aws
 from spikebatch.contract import dandi_source, derive_run_id
 from tests.submission.conftest import BUCKET, FakeStack, client
@@ -21,6 +21,8 @@ from tests.submission.lambda_support import (
 )
 from tests.support.dandi_server import FakeDandiArchive
 
+Invoke = Callable[[Any], dict[str, Any]]
+
 
 @pytest.fixture
 def lambda_env(stack: FakeStack, monkeypatch: pytest.MonkeyPatch) -> FakeStack:
@@ -29,8 +31,10 @@ def lambda_env(stack: FakeStack, monkeypatch: pytest.MonkeyPatch) -> FakeStack:
     return stack
 
 
-def invoke(event: Any) -> dict[str, Any]:
-    return submit_handler.handler(event, FakeLambdaContext())
+@pytest.fixture
+def invoke(submit_handler: Any) -> Invoke:
+    """Call the handler as Lambda does: the event and a context."""
+    return lambda event: submit_handler.handler(event, FakeLambdaContext())
 
 
 def env_of(job: dict[str, Any]) -> dict[str, str]:
@@ -48,7 +52,7 @@ REQUEST = {
 
 
 def test_valid_request_submits_exactly_one_job_with_the_contract_env(
-    lambda_env: FakeStack,
+    lambda_env: FakeStack, invoke: Invoke, submit_handler: Any
 ) -> None:
     # GIVEN a request file uploaded to requests/
     event = upload_event("requests/lab/run 1.json", json.dumps(REQUEST).encode())
@@ -95,7 +99,10 @@ def test_valid_request_submits_exactly_one_job_with_the_contract_env(
 
 
 def test_asset_requests_are_checked_against_dandi(
-    lambda_env: FakeStack, archive: FakeDandiArchive, monkeypatch: pytest.MonkeyPatch
+    lambda_env: FakeStack,
+    archive: FakeDandiArchive,
+    monkeypatch: pytest.MonkeyPatch,
+    invoke: Invoke,
 ) -> None:
     monkeypatch.setenv("DANDI_API_URL", archive.api_url)
     request = {"dandiset_id": "000409", "asset_glob": "sub-*/*.nwb", "sorter": "kilosort3"}
@@ -120,7 +127,9 @@ def test_asset_requests_are_checked_against_dandi(
     assert len(lambda_env.jobs()) == 1
 
 
-def test_bad_request_starts_no_job_and_explains_field_by_field(lambda_env: FakeStack) -> None:
+def test_bad_request_starts_no_job_and_explains_field_by_field(
+    lambda_env: FakeStack, invoke: Invoke, submit_handler: Any
+) -> None:
     body = json.dumps(
         {"dandiset_id": "409", "assets": ["a.nwb"], "resources": {"gpus": 0, "memory_gib": 512}}
     )
@@ -137,7 +146,9 @@ def test_bad_request_starts_no_job_and_explains_field_by_field(lambda_env: FakeS
     assert line["level"] == "WARNING" and line["outcome"]["errors"] == document["errors"]
 
 
-def test_upload_of_an_nwb_file_is_sorted_with_the_stack_defaults(lambda_env: FakeStack) -> None:
+def test_upload_of_an_nwb_file_is_sorted_with_the_stack_defaults(
+    lambda_env: FakeStack, invoke: Invoke
+) -> None:
     key = "uploads/my session/rec é.nwb"
     [outcome] = invoke(upload_event(key, b"\x89HDF\r\n\x1a\n"))["results"]
     assert outcome["status"] == "submitted"
@@ -149,14 +160,14 @@ def test_upload_of_an_nwb_file_is_sorted_with_the_stack_defaults(lambda_env: Fak
     assert env["RUN_ID"] == derive_run_id(source=f"s3://{BUCKET}/{key}", sorter="kilosort3")
 
 
-def test_the_same_event_five_times_submits_once(lambda_env: FakeStack) -> None:
+def test_the_same_event_five_times_submits_once(lambda_env: FakeStack, invoke: Invoke) -> None:
     event = upload_event("requests/once.json", json.dumps(REQUEST).encode())
     statuses = [invoke(event)["results"][0]["status"] for _ in range(5)]
     assert statuses == ["submitted"] + ["duplicate"] * 4
     assert len(lambda_env.jobs()) == 1
 
 
-def test_concurrent_deliveries_submit_once(lambda_env: FakeStack) -> None:
+def test_concurrent_deliveries_submit_once(lambda_env: FakeStack, invoke: Invoke) -> None:
     event = upload_event("uploads/concurrent.nwb", b"nwb")
     aws.client("dynamodb"), aws.client("s3"), aws.client("batch")  # shared, thread-safe clients
     with ThreadPoolExecutor(max_workers=5) as pool:
@@ -165,7 +176,9 @@ def test_concurrent_deliveries_submit_once(lambda_env: FakeStack) -> None:
     assert len(lambda_env.jobs()) == 1
 
 
-def test_a_new_version_of_the_same_key_is_a_new_request(lambda_env: FakeStack) -> None:
+def test_a_new_version_of_the_same_key_is_a_new_request(
+    lambda_env: FakeStack, invoke: Invoke
+) -> None:
     client("s3").put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     first = upload_event("requests/again.json", json.dumps(REQUEST).encode())
     second = upload_event(
@@ -181,7 +194,7 @@ def test_a_new_version_of_the_same_key_is_a_new_request(lambda_env: FakeStack) -
 
 
 def test_a_failed_submit_is_retried_not_lost(
-    lambda_env: FakeStack, monkeypatch: pytest.MonkeyPatch
+    lambda_env: FakeStack, monkeypatch: pytest.MonkeyPatch, invoke: Invoke
 ) -> None:
     event = upload_event("uploads/throttled.nwb", b"nwb")
     batch = aws.client("batch")
@@ -213,7 +226,9 @@ def test_a_failed_submit_is_retried_not_lost(
         ("other/x.json", "expected requests/**.json or uploads/**.nwb"),
     ],
 )
-def test_other_keys_are_ignored_with_a_reason(lambda_env: FakeStack, key: str, reason: str) -> None:
+def test_other_keys_are_ignored_with_a_reason(
+    lambda_env: FakeStack, key: str, reason: str, invoke: Invoke
+) -> None:
     [outcome] = invoke(upload_event(key, b"{}"))["results"]
     assert outcome == {
         "status": "ignored",
@@ -223,7 +238,9 @@ def test_other_keys_are_ignored_with_a_reason(lambda_env: FakeStack, key: str, r
     assert lambda_env.jobs() == []
 
 
-def test_request_object_deleted_before_the_event_arrives(lambda_env: FakeStack) -> None:
+def test_request_object_deleted_before_the_event_arrives(
+    lambda_env: FakeStack, invoke: Invoke
+) -> None:
     event = upload_event("requests/gone.json", json.dumps(REQUEST).encode())
     client("s3").delete_object(Bucket=BUCKET, Key="requests/gone.json")
     [outcome] = invoke(event)["results"]
@@ -233,7 +250,10 @@ def test_request_object_deleted_before_the_event_arrives(lambda_env: FakeStack) 
 
 
 def test_a_dandi_source_request_names_the_source_in_its_record(
-    lambda_env: FakeStack, archive: FakeDandiArchive, monkeypatch: pytest.MonkeyPatch
+    lambda_env: FakeStack,
+    archive: FakeDandiArchive,
+    monkeypatch: pytest.MonkeyPatch,
+    invoke: Invoke,
 ) -> None:
     monkeypatch.setenv("DANDI_API_URL", archive.api_url)
     path = "sub-2/sub-2_ecephys.nwb"
@@ -245,7 +265,7 @@ def test_a_dandi_source_request_names_the_source_in_its_record(
 
 
 def test_requests_without_a_sorter_get_the_stacks_default(
-    lambda_env: FakeStack, monkeypatch: pytest.MonkeyPatch
+    lambda_env: FakeStack, monkeypatch: pytest.MonkeyPatch, invoke: Invoke
 ) -> None:
     monkeypatch.setenv("DEFAULT_SORTER", "kilosort4")
     body = json.dumps({"input_uri": "s3://lab-bucket/raw/b.nwb"}).encode()
@@ -253,3 +273,44 @@ def test_requests_without_a_sorter_get_the_stacks_default(
     assert outcome["status"] == "submitted"
     [job] = lambda_env.jobs()
     assert env_of(job)["SORTER"] == "kilosort4"
+
+
+def test_after_submit_job_succeeds_nothing_can_cause_a_second_job(
+    lambda_env: FakeStack, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spikebatch import runs
+
+    real_write = runs.write_submitted
+
+    def records_unwritable_once_submitted(plan: Any, job: Any, **kwargs: Any) -> None:
+        if job is not None:
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "S3 slow"}}, "PutObject")
+        real_write(plan, job, **kwargs)
+
+    monkeypatch.setattr(runs, "write_submitted", records_unwritable_once_submitted)
+    event = upload_event("uploads/records.nwb", b"nwb")
+    [outcome] = invoke(event)["results"]
+    assert outcome["status"] == "submitted"
+    assert invoke(event)["results"][0]["status"] == "duplicate"
+    [job] = lambda_env.jobs()
+    # The record written before SubmitJob is there; it just lacks the job id.
+    record = lambda_env.get_json(f"runs/{outcome['run_ids'][0]}/request.json")
+    assert record["job_id"] is None and record["submitted_by"].endswith("uploads/records.nwb")
+
+
+def test_a_failed_submit_leaves_a_record_that_says_so(
+    lambda_env: FakeStack, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = aws.client("batch")
+
+    def refuse(**kwargs: Any) -> Any:
+        raise ClientError({"Error": {"Code": "ClientException", "Message": "no"}}, "SubmitJob")
+
+    monkeypatch.setattr(batch, "submit_job", refuse)
+    with pytest.raises(ClientError):
+        invoke(upload_event("uploads/refused.nwb", b"nwb"))
+    [key] = lambda_env.keys("runs/")
+    from spikebatch.runs import load_run
+
+    record = load_run(BUCKET, key.split("/")[1])
+    assert record.job_id is None and record.state == "NOT SUBMITTED"

@@ -86,3 +86,30 @@ def test_several_series_are_written_and_each_can_be_chosen(two_series_gt):
     assert choose_series(two_series_gt.nwb, "/acquisition/ElectricalSeriesCopy1") == (
         "acquisition/ElectricalSeriesCopy1"
     )
+
+
+def test_embargoed_asset_is_resolved_with_the_key_from_secrets_manager(small_gt, aws_endpoint):
+    from spikebatch import aws
+    from spikebatch.worker.errors import InputError
+    from spikebatch.worker.fetch import resolve
+    from spikebatch.worker.settings import WorkerSettings
+
+    arn = aws.client("secretsmanager").create_secret(
+        Name="dandi-key-test", SecretString='{"DANDI_API_KEY": "sekret"}'
+    )["ARN"]
+    with FakeDandiArchive(token="sekret") as archive:
+        asset = archive.add_asset("000123", "sub-1/a.nwb", small_gt.nwb, embargoed=True)
+        env = {
+            "DANDISET_ID": "000123",
+            "DANDI_ASSET_PATH": "sub-1/a.nwb",
+            "DANDI_API_URL": archive.api_url,
+            "OUTPUT_URI": "s3://b/r",
+        }
+        with pytest.raises(InputError, match="embargoed or private: set DANDI_API_KEY"):
+            resolve(WorkerSettings.from_env(env))
+
+        resolved = resolve(WorkerSettings.from_env({**env, "DANDI_API_KEY_SECRET_ARN": arn}))
+
+    assert resolved.url == f"{archive.base_url}/blobs/{asset.blob_id}"  # redirect resolved
+    assert resolved.expected_size == asset.size
+    assert resolved.digests == {"dandi:sha2-256": asset.sha256, "dandi:dandi-etag": asset.etag}

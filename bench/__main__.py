@@ -1,0 +1,74 @@
+"""``python -m bench`` (``make bench``): run the benchmarks, print ratios next to targets.
+
+Usage: ``python -m bench [ingest convert publish overlap] [--quick]``. ``--quick`` shrinks
+the data (for a smoke run; its ratios are not the ones to quote).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from bench import convert, ingest, overlap, publish
+from bench.common import BenchResult, GiB, MiB, scratch_dir
+
+NAMES = ("ingest", "convert", "publish", "overlap")
+
+
+def _print(result: BenchResult) -> None:
+    for ratio in result.ratios:
+        if ratio.target is None:
+            verdict, target = "", "-"
+        else:
+            verdict = "met" if ratio.met else "NOT MET"
+            target = f"{'<=' if ratio.lower_is_better else '>='} {ratio.target:g}"
+        note = f"  ({ratio.note})" if ratio.note else ""
+        print(f"  {ratio.value:7.2f}  target {target:>7}  {verdict:7}  {ratio.name}{note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(NAMES)}")
+    parser.add_argument("--quick", action="store_true", help="small data: a smoke run")
+    args = parser.parse_args(argv)
+    names = args.names or list(NAMES)
+    if unknown := sorted(set(names) - set(NAMES)):
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(NAMES)}")
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("DANDI_NO_ET", "1")
+    size = 128 * MiB if args.quick else GiB
+    duration = 4.0 if args.quick else 20.0
+    started = time.perf_counter()
+    results: list[BenchResult] = []
+    with scratch_dir("nwb") as tmp:
+        nwb = None
+        if {"convert", "overlap"} & set(names):
+            print(f"generating a {convert.CHANNELS}-channel, {duration:g} s NWB ...", flush=True)
+            nwb = convert.make_nwb(tmp, duration)
+        jobs: dict[str, Callable[[], BenchResult]] = {
+            "ingest": lambda: ingest.run(size=size),
+            "convert": lambda: convert.run(nwb),
+            "publish": publish.run,
+            "overlap": lambda: overlap.run(nwb),
+        }
+        for name in names:
+            print(f"{name} ...", flush=True)
+            start = time.perf_counter()
+            result = jobs[name]()
+            result.seconds = round(time.perf_counter() - start, 1)
+            path = result.save()
+            _print(result)
+            print(f"  -> {path.relative_to(path.parents[2])} ({result.seconds:.0f} s)", flush=True)
+            results.append(result)
+    missed = [r.name for res in results for r in res.ratios if r.met is False]
+    print(f"\n{len(results)} benchmarks in {time.perf_counter() - started:.0f} s; ", end="")
+    print(f"targets not met: {len(missed)}" + (f" ({'; '.join(missed)})" if missed else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Asset resolution against the fake DANDI archive (the same REST endpoints the dandi client uses)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spikebatch import dandi_assets
+from spikebatch.dandi_assets import DandiLookupError, get_assets, glob_assets
+from tests.support.dandi_server import FakeDandiArchive
+
+
+def test_glob_follows_pagination_and_sorts_by_path(archive: FakeDandiArchive) -> None:
+    found = glob_assets("000409", "draft", "sub-*/*.nwb", api_url=archive.api_url)
+    assert [a.path for a in found] == [f"sub-{i}/sub-{i}_ecephys.nwb" for i in (1, 2, 3)]
+    assert [a.size for a in found] == [60 * 240_000, 120 * 240_000, 30 * 240_000]
+
+
+def test_paths_are_checked_one_by_one_or_by_one_listing(
+    archive: FakeDandiArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = ["sub-3/sub-3_ecephys.nwb", "sub-1/sub-1_ecephys.nwb"]
+    assert [a.path for a in get_assets("000409", "draft", paths, api_url=archive.api_url)] == paths
+    monkeypatch.setattr(dandi_assets, "FEW_PATHS", 1)
+    assert [a.path for a in get_assets("000409", "draft", paths, api_url=archive.api_url)] == paths
+    with pytest.raises(DandiLookupError, match=r"not in dandiset 000409 \(draft\): sub-9/x\.nwb"):
+        get_assets("000409", "draft", [*paths, "sub-9/x.nwb"], api_url=archive.api_url)
+
+
+def test_unknown_dandisets_and_versions_are_named(archive: FakeDandiArchive) -> None:
+    with pytest.raises(DandiLookupError, match="dandiset 000999 version draft not found"):
+        glob_assets("000999", "draft", "*", api_url=archive.api_url)
+    with pytest.raises(
+        DandiLookupError, match=r"dandiset 000409 version 0\.230101\.0000 not found"
+    ):
+        glob_assets("000409", "0.230101.0000", "*", api_url=archive.api_url)
+
+
+def test_embargoed_dandisets_need_the_key(tmp_path: Path) -> None:
+    recording = tmp_path / "r.nwb"
+    recording.write_bytes(b"\0" * 1000)
+    with FakeDandiArchive(token="s3cret") as archive:
+        archive.add_asset("000410", "sub-1/r.nwb", recording, embargoed=True)
+        with pytest.raises(DandiLookupError, match=r"DANDI refused access \(401\)"):
+            glob_assets("000410", "draft", "*.nwb", api_url=archive.api_url)
+        found = glob_assets("000410", "draft", "*/*.nwb", api_url=archive.api_url, token="s3cret")
+        assert [a.path for a in found] == ["sub-1/r.nwb"]
