@@ -18,24 +18,22 @@ from spikebatch.submission import Deployment
 
 DEFAULT_STACK_NAME = "SpikeBatch"
 
-REQUIRED_OUTPUTS = (
+# Every OutputKey the stack publishes (stacks/spikebatch_stack.py imports this tuple, so
+# the two sides cannot drift), and the subset the CLI cannot work without.
+OUTPUT_KEYS = (
     "DataBucketName",
     "JobQueueArn",
     "PriorityQueueArn",
     "GpuJobDefinitionArn",
     "CpuJobDefinitionArn",
     "LogGroupName",
-)
-OPTIONAL_OUTPUTS = (
     "FailureTopicArn",
     "DashboardUrl",
     "IdempotencyTableName",
     "DandiApiKeySecretArn",
     "ImageUri",
-    "ResourceLimits",
-    "DefaultSorter",
-    "DandiApiUrl",
 )
+REQUIRED_OUTPUTS = OUTPUT_KEYS[:6]
 
 
 class StackNotFoundError(RuntimeError):

@@ -19,6 +19,7 @@ from stacks.storage import (
     MANIFESTS_PREFIX,
     RESULTS_PREFIX,
     UPLOADS_PREFIX,
+    allow_list_prefixes,
     allow_object_prefixes,
 )
 
@@ -190,13 +191,8 @@ class Jobs(Construct):
             bucket=bucket,
             prefixes=[RESULTS_PREFIX],
         )
-        self.job_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ListResults",
-                actions=["s3:ListBucket"],
-                resources=[bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{RESULTS_PREFIX}*"]}},
-            )
+        allow_list_prefixes(
+            self.job_role, sid="ListResults", bucket=bucket, prefixes=[RESULTS_PREFIX]
         )
         self.job_role.add_to_policy(
             iam.PolicyStatement(

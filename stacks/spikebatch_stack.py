@@ -9,6 +9,7 @@ from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from spikebatch.stack_outputs import OUTPUT_KEYS
 from stacks.compute import Compute
 from stacks.config import LOG_RETENTION_DAYS, SpikeBatchConfig
 from stacks.jobs import Jobs, job_definition_names
@@ -18,21 +19,6 @@ from stacks.registry import Registry
 from stacks.secrets import Secrets
 from stacks.storage import Storage
 from stacks.triggers import Triggers
-
-# OutputKeys the CLI looks up with CloudFormation DescribeStacks: keep them stable.
-OUTPUT_KEYS = (
-    "DataBucketName",
-    "JobQueueArn",
-    "PriorityQueueArn",
-    "GpuJobDefinitionArn",
-    "CpuJobDefinitionArn",
-    "LogGroupName",
-    "FailureTopicArn",
-    "DashboardUrl",
-    "IdempotencyTableName",
-    "DandiApiKeySecretArn",
-    "ImageUri",
-)
 
 
 class SpikeBatchStack(Stack):

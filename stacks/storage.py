@@ -93,3 +93,18 @@ def allow_object_prefixes(
         )
     )
     acknowledge_object_prefixes(role, bucket, prefixes, " and ".join(actions))
+
+
+def allow_list_prefixes(
+    role: iam.IRole, *, sid: str, bucket: s3.IBucket, prefixes: Sequence[str]
+) -> None:
+    """Let ``role`` list keys under ``prefixes`` only. Without ListBucket S3 answers 403
+    instead of 404 for a missing key, which readers of run records must tell apart."""
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            sid=sid,
+            actions=["s3:ListBucket"],
+            resources=[bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
+        )
+    )

@@ -32,6 +32,7 @@ from stacks.storage import (
     REQUESTS_PREFIX,
     RUNS_PREFIX,
     UPLOADS_PREFIX,
+    allow_list_prefixes,
     allow_object_prefixes,
 )
 
@@ -192,6 +193,9 @@ class Triggers(Construct):
             actions=["s3:GetObject", "s3:PutObject"],
             bucket=bucket,
             prefixes=[RUNS_PREFIX],
+        )
+        allow_list_prefixes(
+            self.run_record.role, sid="ListRunRecords", bucket=bucket, prefixes=[RUNS_PREFIX]
         )
         self._idempotency(self.run_record)
         failure_topic.grant_publish(self.run_record)

@@ -25,7 +25,12 @@ from spikebatch.cli.estimates import RecordingSize, estimate_runs
 from spikebatch.contract import DEFAULT_DANDI_API_URL
 from spikebatch.dandi_assets import DandiAsset, DandiLookupError, resolve_request_assets
 from spikebatch.request import JobRequest, RequestError, parse_request
-from spikebatch.stack_outputs import DEFAULT_STACK_NAME, StackNotFoundError, load_stack_outputs
+from spikebatch.stack_outputs import (
+    DEFAULT_STACK_NAME,
+    StackNotFoundError,
+    StackOutputs,
+    load_stack_outputs,
+)
 from spikebatch.submission import DeploymentConfigError, plan_submission
 
 app = typer.Typer(
@@ -240,6 +245,12 @@ def _sizes(
 # -- commands ---------------------------------------------------------------------------
 
 
+def _deployed_stack(stack_name: str, region: str | None) -> StackOutputs:
+    """Every AWS-facing command starts here: pick the region, then read the stack outputs."""
+    aws.use_region(region)
+    return load_stack_outputs(stack_name, region=region)
+
+
 @app.command()
 def submit(
     request_file: RequestOpt = None,
@@ -277,8 +288,7 @@ def submit(
 ) -> None:
     """Submit a sorting job: one asset, a glob (one Batch array job), or an S3/HTTPS file."""
     with _domain_errors():
-        aws.use_region(region)
-        stack = load_stack_outputs(stack_name, region=region)
+        stack = _deployed_stack(stack_name, region)
         deployment = stack.deployment()
         request = _build_request(
             request_file,
@@ -353,8 +363,7 @@ def status(
 ) -> None:
     """Runs and their real state: the run records plus what AWS Batch says now."""
     with _domain_errors():
-        aws.use_region(region)
-        stack = load_stack_outputs(stack_name, region=region)
+        stack = _deployed_stack(stack_name, region)
         if run_id is None:
             records = runs.load_runs(stack.bucket, runs.list_run_ids(stack.bucket))
             live = runs.live_statuses([r.job_id for r in records if r.state not in runs.TERMINAL])
@@ -392,8 +401,7 @@ def logs(
 ) -> None:
     """The job's CloudWatch log (each array child in turn)."""
     with _domain_errors():
-        aws.use_region(region)
-        stack = load_stack_outputs(stack_name, region=region)
+        stack = _deployed_stack(stack_name, region)
         targets = _log_targets(stack.bucket, run_id)
         tokens: dict[str, str | None] = {}
         while True:
@@ -449,8 +457,7 @@ def wait(
 ) -> None:
     """Wait for a run to finish, with a progress display; exit 0 only if it SUCCEEDED."""
     with _domain_errors():
-        aws.use_region(region)
-        stack = load_stack_outputs(stack_name, region=region)
+        stack = _deployed_stack(stack_name, region)
         record = _submitted_run(stack.bucket, run_id)
         final = render.wait_progress(out, record, interval=interval, timeout=timeout)
         if final is None:
@@ -477,8 +484,7 @@ def results(
 ) -> None:
     """List a run's outputs (run.json, sorting/, units.nwb, ...) or download them."""
     with _domain_errors():
-        aws.use_region(region)
-        stack = load_stack_outputs(stack_name, region=region)
+        stack = _deployed_stack(stack_name, region)
         for target in _log_targets(stack.bucket, run_id):
             uri = str(target.submitted["results_uri"])
             objects = _list_objects(uri)
@@ -508,8 +514,7 @@ def cancel(
 ) -> None:
     """Cancel (or terminate, if running) a run's Batch job; for an array, every child."""
     with _domain_errors():
-        aws.use_region(region)
-        stack = load_stack_outputs(stack_name, region=region)
+        stack = _deployed_stack(stack_name, region)
         record = _submitted_run(stack.bucket, run_id)
         # The prefix lets the run record classify the failure as "cancelled".
         status_reason = CANCEL_REASON + (f": {reason}" if reason else "")

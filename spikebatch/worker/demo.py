@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--asset", help="DANDI asset path (with --dandiset)")
     p.add_argument("--version", default="draft", help="dandiset version (default: draft)")
     p.add_argument(
-        "--duration", type=float, default=30.0, help="generated recording length, s (default: 30)"
+        "--duration", type=float, default=40.0, help="generated recording length, s (default: 40)"
     )
     p.add_argument("--channels", type=int, default=32, help="generated channels (default: 32)")
     p.add_argument("--units", type=int, default=10, help="generated units (default: 10)")

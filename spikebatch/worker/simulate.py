@@ -28,14 +28,14 @@ GAIN_UV = 0.195
 class GroundTruthSpec:
     """What to generate. ``n_series`` > 1 writes several raw ElectricalSeries (a test case)."""
 
-    duration_s: float = 30.0
+    duration_s: float = 40.0
     num_channels: int = 32
     num_units: int = 10
     sampling_frequency: float = 30_000.0
     seed: int = 42
     n_series: int = 1
     noise_uv: float = 5.0
-    firing_rate_hz: float = 10.0
+    firing_rate_hz: float = 15.0
     num_columns: int = 2
     #: Closest two units may sit (um). SpikeInterface's default of 20 um on a 20 um-pitch probe
     #: makes pairs no sorter separates; 40 um keeps the test about the pipeline, not the sorter.

@@ -224,6 +224,9 @@ def test_run_record_lambda_writes_run_records_publishes_failures_describes_jobs(
     sids = _by_sid(statements)
     assert sids["RunRecords"]["Action"] == ["s3:GetObject", "s3:PutObject"]
     assert sids["RunRecords"]["Resource"] == _objects(bucket, "runs/")
+    # ListBucket lets a missing status.json read as 404, not 403; only under runs/.
+    assert sids["ListRunRecords"]["Action"] == "s3:ListBucket"
+    assert sids["ListRunRecords"]["Condition"] == {"StringLike": {"s3:prefix": ["runs/*"]}}
     assert sids["DescribeJobs"]["Action"] == "batch:DescribeJobs"
     assert sids["DescribeJobs"]["Resource"] == "*"
     publish = [s for s in statements if s["Action"] == "sns:Publish"]

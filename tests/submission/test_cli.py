@@ -20,7 +20,7 @@ from spikebatch import batch_events, cost
 from spikebatch.cli import app
 from spikebatch.request import parse_request
 from spikebatch.runs import classify_failure
-from spikebatch.stack_outputs import load_stack_outputs
+from spikebatch.stack_outputs import REQUIRED_OUTPUTS, load_stack_outputs
 from spikebatch.submission import plan_submission
 from tests.submission.conftest import BUCKET, LOG_GROUP, FakeStack, client, load_event
 from tests.support.dandi_server import FakeDandiArchive
@@ -420,3 +420,8 @@ def test_request_file_fields_are_validated_with_flags_over_them(
     error = one_line_error(cli("submit", "--request", str(request), "--gpus", "1"))
     assert error.startswith("error: resources: Input should be a valid dictionary")
     assert stack.jobs() == []
+
+
+def test_the_cli_needs_only_outputs_the_stack_declares() -> None:
+    stack_module = pytest.importorskip("stacks.spikebatch_stack")
+    assert set(REQUIRED_OUTPUTS) <= set(stack_module.OUTPUT_KEYS)

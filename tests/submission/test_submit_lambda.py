@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from spikebatch import aws
+from spikebatch import aws, runs
 from spikebatch.contract import dandi_source, derive_run_id
 from tests.submission.conftest import BUCKET, FakeStack, client
 from tests.submission.lambda_support import (
@@ -278,8 +278,6 @@ def test_requests_without_a_sorter_get_the_stacks_default(
 def test_after_submit_job_succeeds_nothing_can_cause_a_second_job(
     lambda_env: FakeStack, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from spikebatch import runs
-
     real_write = runs.write_submitted
 
     def records_unwritable_once_submitted(plan: Any, job: Any, **kwargs: Any) -> None:
@@ -292,7 +290,7 @@ def test_after_submit_job_succeeds_nothing_can_cause_a_second_job(
     [outcome] = invoke(event)["results"]
     assert outcome["status"] == "submitted"
     assert invoke(event)["results"][0]["status"] == "duplicate"
-    [job] = lambda_env.jobs()
+    assert len(lambda_env.jobs()) == 1
     # The record written before SubmitJob is there; it just lacks the job id.
     record = lambda_env.get_json(f"runs/{outcome['run_ids'][0]}/request.json")
     assert record["job_id"] is None and record["submitted_by"].endswith("uploads/records.nwb")
@@ -310,7 +308,5 @@ def test_a_failed_submit_leaves_a_record_that_says_so(
     with pytest.raises(ClientError):
         invoke(upload_event("uploads/refused.nwb", b"nwb"))
     [key] = lambda_env.keys("runs/")
-    from spikebatch.runs import load_run
-
-    record = load_run(BUCKET, key.split("/")[1])
+    record = runs.load_run(BUCKET, key.split("/")[1])
     assert record.job_id is None and record.state == "NOT SUBMITTED"
