@@ -19,12 +19,11 @@ from bench.serve import serving
 from spikebatch import transfer
 from spikebatch.transfer import digests
 
-#: S3 serves roughly 100 MB/s per connection.
+#: S3 serves roughly 100 MB/s per connection. Not scaled down: on an idle 2-core machine
+#: the parallel download reaches ~580 MB/s through the rate-capped server; with other work
+#: on the cores (load average in the JSON) the ratio drops, since the server and the
+#: etag's md5 share them.
 S3_STREAM_BPS = 100e6
-#: The cap the target is checked at. Scaled down from S3's because on a 2-core machine the
-#: rate-capped Python server and the client's md5 (the etag) share the CPU: at 100 MB/s
-#: the machine, not the connection count, limits the parallel download.
-TARGET_STREAM_BPS = 50e6
 
 
 def _ours(url: str, dest: Path, meta: dict[str, Any] | None) -> float:
@@ -66,25 +65,16 @@ def run(size: int = GiB, repeats: int = 2) -> BenchResult:
             out["uncapped_ours_nodigest_s"] = min(
                 _ours(srv["url"], dest, None) for _ in range(repeats)
             )
-        for rate in (S3_STREAM_BPS, TARGET_STREAM_BPS):
-            tag = f"capped{rate / MB:.0f}"
-            with serving("dandi", blob, rate) as srv:
-                out[f"{tag}_curl_s"] = _curl(srv["metadata"]["contentUrl"][1], dest)
-                out[f"{tag}_ours_s"] = _ours(srv["url"], dest, srv["metadata"])
+        with serving("dandi", blob, S3_STREAM_BPS) as srv:
+            out["capped_curl_s"] = _curl(srv["metadata"]["contentUrl"][1], dest)
+            out["capped_ours_s"] = _ours(srv["url"], dest, srv["metadata"])
     rates = {k.removesuffix("_s") + "_MBps": round(size / v / MB, 1) for k, v in out.items()}
-    target_tag, s3_tag = f"capped{TARGET_STREAM_BPS / MB:.0f}", f"capped{S3_STREAM_BPS / MB:.0f}"
     ratios = [
         Ratio(
-            f"ingest, {TARGET_STREAM_BPS / MB:.0f} MB/s per connection: ours / one curl stream",
-            out[f"{target_tag}_curl_s"] / out[f"{target_tag}_ours_s"],
+            f"ingest, {S3_STREAM_BPS / MB:.0f} MB/s per connection: ours / one curl stream",
+            out["capped_curl_s"] / out["capped_ours_s"],
             3.0,
             note="DANDI /download/ redirect, etag verified",
-        ),
-        Ratio(
-            f"ingest, {S3_STREAM_BPS / MB:.0f} MB/s per connection: ours / one curl stream",
-            out[f"{s3_tag}_curl_s"] / out[f"{s3_tag}_ours_s"],
-            None,
-            note="S3's per-stream rate; CPU-bound on 2 cores",
         ),
         Ratio(
             "ingest uncapped: ours / cat (raw read)",

@@ -3,7 +3,8 @@
 The NWB is served like S3 (100 MB/s per connection). Sequential: the worker's verified
 parallel download, then the sorter-input write from local disk. Streamed: SpikeInterface
 reads the remote file through fsspec HTTP ranges while it writes, so fetching and
-converting overlap (but nothing is verified before it is read).
+converting overlap (but nothing is verified before it is read, and fsspec's HTTP reader
+works in one process only: with SpikeInterface's worker processes it hangs).
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def run(nwb: Path) -> BenchResult:
                 electrical_series_path=series,
             )
         )
-        streamed_s = open_s + _write(remote, tmp / "b.dat", kwargs)
+        # One process: fsspec's event-loop thread does not survive SpikeInterface's worker
+        # processes (n_jobs > 1 hangs), so streaming runs on one core.
+        streamed_s = open_s + _write(remote, tmp / "b.dat", {**kwargs, "n_jobs": 1})
     sequential_s = fetch_s + convert_s
     return BenchResult(
         "overlap",

@@ -42,9 +42,15 @@ class Env(StrEnum):
 
 
 ARRAY_INDEX_VAR = "AWS_BATCH_JOB_ARRAY_INDEX"
+# Which image ran, for run.json: set by the Dockerfile, overridden by the job definition.
+IMAGE_VAR = "SPIKEBATCH_IMAGE"
 DEFAULT_DANDI_API_URL = "https://api.dandiarchive.org/api"
 DEFAULT_DANDISET_VERSION = "draft"
 DEFAULT_SCRATCH_DIR = "/scratch"
+
+# What the stack's DANDI key secret holds until the user puts a real key in it: the
+# worker reads it as "no key" (sending it to DANDI would fail even public downloads).
+UNSET_SECRET_VALUE = "UNSET"
 
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

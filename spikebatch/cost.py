@@ -1,53 +1,133 @@
 """Cost and time model: what a sorting job costs, stage by stage, per instance type.
 
 Shared by ``spikebatch estimate``, ``submit --dry-run`` and the worker's run.json.
-Every constant says where it comes from: *measured* (by ``make bench``, with the date),
-*derived* (from a cited anchor) or *assumed*. Prices come from ``spikebatch.instances``.
+Every constant says where it comes from:
+
+- *measured*: by ``make bench`` on the 2-core development machine (date given);
+- *cited*: from a named source (the anchor run, AWS and NVIDIA data sheets);
+- *derived*: computed from a cited anchor with the other constants;
+- *assumed*: a stated guess, to be replaced by a measurement.
+
+No GPU was available where this model was built, so the sorter's GPU throughput is
+*derived* from the cited anchor, not measured. Prices come from ``spikebatch.instances``.
+Run ``python -m spikebatch.cost`` to print the README's table.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from spikebatch.instances import INSTANCE_TYPES, get_instance
+from spikebatch.instances import INSTANCE_TYPES, PRICES_AS_OF, get_instance
 
 SAMPLING_RATE_HZ = 30_000.0
 BYTES_PER_SAMPLE = 2  # int16, as Neuropixels/DANDI store raw data
 NEUROPIXELS_CHANNELS = 384
 
-# Anchor (cited in the issue tracker and README): a 78-minute Neuropixels recording
-# downloaded and sorted with Kilosort3 in one job on an on-demand g4dn.2xlarge
-# ($0.752/h) cost $1.44, i.e. 1.915 h of instance time, about $1.11 per recording-hour.
+#: Cited anchor (issue 5; README "Performance"): a 78-minute Neuropixels recording
+#: downloaded and sorted with Kilosort3 in one job on an on-demand g4dn.2xlarge
+#: ($0.752/h) cost $1.44: 1.915 h of instance time, about $1.11 per recording-hour.
 ANCHOR = {
     "recording_minutes": 78.0,
     "instance_type": "g4dn.2xlarge",
     "usd": 1.44,
     "usd_per_recording_hour": 1.11,
 }
+ANCHOR_ON_DEMAND_USD_PER_HOUR = 0.752  # the anchor's own price, fixed with it
+TARGET_SPOT_USD_PER_RECORDING_HOUR = 0.30
 
-# Instance start + image pull before the container runs (assumed: Batch scale-up of
-# 2-4 min plus a ~8 GB image pull from ECR).
+# ---- stage constants ------------------------------------------------------------------
+#: Batch scale-up + image pull before the container runs (assumed: 2-4 min of instance
+#: start plus a ~8 GB image from ECR).
 STARTUP_S = 300.0
-# Ingest rate of the worker's parallel ranged download (bytes/s; assumed until measured
-# by `make bench`, which reports the ratio to a single ~100 MB/s S3 stream).
-INGEST_BYTES_PER_S = 300e6
-# Preprocess + write the sorter's binary input, per vCPU (bytes/s/vCPU; assumed).
-CONVERT_BYTES_PER_S_PER_VCPU = 25e6
-# Post-processing (SortingAnalyzer + quality metrics + export) per recording second (assumed).
+#: One S3 (or DANDI blob) connection's rate (assumed: the ~100 MB/s per stream that
+#: issue 5 quotes for S3).
+S3_STREAM_BPS = 100e6
+#: Connections of the worker's ranged download (spikebatch.transfer's default).
+FETCH_STREAMS = 16
+#: md5 per vCPU, the cost of verifying the DANDI etag while the parts land
+#: (measured: ``make bench`` host, Xeon with SHA-NI, 2026-11-22: 530 MB/s).
+MD5_BPS_PER_VCPU = 530e6
+#: Sustained (baseline) network bandwidth, Gbit/s (cited: AWS EC2 instance-type pages,
+#: "network bandwidth"; the "up to" burst figures are not sustained over a large fetch).
+NETWORK_BASELINE_GBPS: dict[str, float] = {
+    "g4dn.xlarge": 5.0,
+    "g4dn.2xlarge": 10.0,
+    "g4dn.4xlarge": 20.0,
+    "g4dn.8xlarge": 50.0,
+    "g5.xlarge": 2.5,
+    "g5.2xlarge": 5.0,
+    "g5.4xlarge": 10.0,
+    "g5.8xlarge": 25.0,
+    "g6.xlarge": 2.5,
+    "g6.2xlarge": 5.0,
+    "g6.4xlarge": 10.0,
+    "g6.8xlarge": 25.0,
+}
+DEFAULT_NETWORK_GBPS = 5.0  # other types (assumed)
+#: Writing the sorter's int16 input from the gzip NWB through bandpass + common median
+#: reference (the worker's default preprocessing), raw bytes per second per vCPU
+#: (measured: ``make bench`` convert, 384 channels, 2 vCPUs, 2026-11-22: 45 MB/s; the
+#: Butterworth filtering is the bottleneck).
+CONVERT_BPS_PER_VCPU = 22e6
+#: The same write without CPU preprocessing (``PREPROCESSING=null``; Kilosort filters and
+#: re-references on the GPU itself): gzip decompression bound (measured, same run:
+#: 169 MB/s on 2 vCPUs; h5py alone reads 184 MB/s on one).
+CONVERT_RAW_BPS_PER_VCPU = 85e6
+#: SortingAnalyzer + quality metrics + export, per recording second (assumed).
 POSTPROCESS_S_PER_RECORDING_S = 0.08
 PUBLISH_S = 30.0
 
-# Sorter wall seconds per recording second on a 384-channel probe, by GPU model.
-# T4 is derived from the anchor: 1.915 h total - 0.08 h start - 0.10 h fetch
-# (108 GB at 300 MB/s) - convert/post ~ 0.2 h over 1.3 h of recording ~ 1.18.
-# A10G and L4 are scaled from the T4 by GPU memory bandwidth (Kilosort's template
-# matching is bandwidth bound): assumed, not measured.
-SORT_S_PER_RECORDING_S: dict[str, dict[str, float]] = {
-    "kilosort3": {"T4": 1.18, "A10G": 0.65, "L4": 1.0},
-    "kilosort4": {"T4": 1.0, "A10G": 0.55, "L4": 0.85, "": 25.0},
-}
+#: GPU speed relative to the T4 for Kilosort (assumed from NVIDIA data sheets: A10G has
+#: 1.9x the T4's memory bandwidth and 3.8x its FP32; the L4 ~1x bandwidth, 3.7x FP32).
+GPU_SPEEDUP_VS_T4: dict[str, float] = {"T4": 1.0, "A10G": 1.8, "L4": 1.2}
+#: Kilosort4 time relative to Kilosort3 on the same GPU (assumed).
+KS4_VS_KS3 = 0.85
 DEFAULT_SORT_S_PER_RECORDING_S = 1.2  # other sorters on a GPU instance (assumed)
-CPU_SORT_S_PER_RECORDING_S = 3.0  # CPU sorters on 8 vCPUs (assumed)
+CPU_SORT_S_PER_RECORDING_S = 25.0  # sorters on a CPU-only instance (assumed)
+
+
+def raw_bytes(
+    duration_s: float, n_channels: int, sampling_rate_hz: float = SAMPLING_RATE_HZ
+) -> int:
+    return int(duration_s * sampling_rate_hz * n_channels * BYTES_PER_SAMPLE)
+
+
+def _anchor_recording_s() -> float:
+    return ANCHOR["recording_minutes"] * 60.0
+
+
+def _derive_ks3_t4() -> float:
+    """Kilosort3's seconds per recording second on a T4, from the cited anchor.
+
+    The anchor's 1.915 h minus what the other stages of this model take in the anchor's
+    setup (one download stream, 8 vCPUs converting with CPU preprocessing) is the sort.
+    So the model reproduces the anchor's $1.44 when asked about the anchor's setup.
+    """
+    spec = get_instance(ANCHOR["instance_type"])
+    job_s = ANCHOR["usd"] / ANCHOR_ON_DEMAND_USD_PER_HOUR * 3600.0
+    duration = _anchor_recording_s()
+    nbytes = raw_bytes(duration, NEUROPIXELS_CHANNELS)
+    others = (
+        STARTUP_S
+        + nbytes / S3_STREAM_BPS
+        + nbytes / (CONVERT_BPS_PER_VCPU * spec.vcpus)
+        + duration * POSTPROCESS_S_PER_RECORDING_S
+        + PUBLISH_S
+    )
+    return (job_s - others) / duration
+
+
+#: Kilosort3 on a T4, seconds per recording second (*derived* from the anchor).
+KS3_T4_S_PER_RECORDING_S = _derive_ks3_t4()
+#: Sorter wall seconds per recording second on a 384-channel probe, by GPU model
+#: ("" = CPU-only instance): the derived T4 figure scaled by the assumed factors above.
+SORT_S_PER_RECORDING_S: dict[str, dict[str, float]] = {
+    "kilosort3": {g: KS3_T4_S_PER_RECORDING_S / f for g, f in GPU_SPEEDUP_VS_T4.items()},
+    "kilosort4": {
+        **{g: KS3_T4_S_PER_RECORDING_S * KS4_VS_KS3 / f for g, f in GPU_SPEEDUP_VS_T4.items()},
+        "": CPU_SORT_S_PER_RECORDING_S,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -90,18 +170,19 @@ def instance_price_per_hour(instance_type: str, spot: bool) -> float | None:
     return spec.spot_usd_per_hour if spot else spec.on_demand_usd_per_hour
 
 
-def raw_bytes(
-    duration_s: float, n_channels: int, sampling_rate_hz: float = SAMPLING_RATE_HZ
-) -> int:
-    return int(duration_s * sampling_rate_hz * n_channels * BYTES_PER_SAMPLE)
-
-
 def sort_seconds(sorter: str, gpu_model: str, duration_s: float, n_channels: int) -> float:
     """Sorter wall time; scales linearly with channels relative to a 384-channel probe."""
     per_s = SORT_S_PER_RECORDING_S.get(sorter, {}).get(gpu_model)
     if per_s is None:
         per_s = DEFAULT_SORT_S_PER_RECORDING_S if gpu_model else CPU_SORT_S_PER_RECORDING_S
     return duration_s * per_s * max(n_channels, 1) / NEUROPIXELS_CHANNELS
+
+
+def fetch_bytes_per_s(instance_type: str, streams: int = FETCH_STREAMS) -> float:
+    """Ingest rate: the least of the connections, the network and the etag's md5."""
+    spec = get_instance(instance_type)
+    network = NETWORK_BASELINE_GBPS.get(spec.name, DEFAULT_NETWORK_GBPS) * 1e9 / 8
+    return min(streams * S3_STREAM_BPS, network, MD5_BPS_PER_VCPU * spec.vcpus)
 
 
 def estimate(
@@ -112,22 +193,35 @@ def estimate(
     spot: bool = True,
     sorter: str = "kilosort3",
     input_bytes: int | None = None,
+    cpu_preprocessing: bool = True,
+    fetch_streams: int = FETCH_STREAMS,
 ) -> CostEstimate:
-    """Estimate one job's stage times and cost (default instance: the cheapest GPU type)."""
+    """Estimate one job's stage times and cost (default instance: the cheapest GPU type).
+
+    ``input_bytes`` is the size to download (a DANDI asset's size; default: the raw int16
+    size). ``cpu_preprocessing=False`` models ``PREPROCESSING=null``. ``fetch_streams=1``
+    models a plain single-stream download (the anchor's setup).
+    """
     if duration_s < 0 or n_channels < 1:
         raise ValueError("duration_s must be >= 0 and n_channels >= 1")
     if instance_type is None:
-        return min(
-            compare_instances(duration_s, n_channels, spot=spot, sorter=sorter, gpu_only=True),
-            key=lambda e: e.usd,
+        rows = compare_instances(
+            duration_s,
+            n_channels,
+            spot=spot,
+            sorter=sorter,
+            gpu_only=True,
+            cpu_preprocessing=cpu_preprocessing,
         )
+        return min(rows, key=lambda e: e.usd)
     spec = get_instance(instance_type)
     nbytes = raw_bytes(duration_s, n_channels)
     fetched = nbytes if input_bytes is None else input_bytes
+    convert_rate = CONVERT_BPS_PER_VCPU if cpu_preprocessing else CONVERT_RAW_BPS_PER_VCPU
     stages = {
         "startup": STARTUP_S,
-        "fetch": fetched / INGEST_BYTES_PER_S,
-        "convert": nbytes / (CONVERT_BYTES_PER_S_PER_VCPU * spec.vcpus),
+        "fetch": fetched / fetch_bytes_per_s(spec.name, fetch_streams),
+        "convert": nbytes / (convert_rate * spec.vcpus),
         "sort": sort_seconds(sorter, spec.gpu_model, duration_s, n_channels),
         "postprocess": duration_s * POSTPROCESS_S_PER_RECORDING_S,
         "publish": PUBLISH_S,
@@ -151,11 +245,49 @@ def compare_instances(
     spot: bool = True,
     sorter: str = "kilosort3",
     gpu_only: bool = True,
+    cpu_preprocessing: bool = True,
 ) -> list[CostEstimate]:
     """One estimate per known instance type, cheapest first (for the README table)."""
     rows = [
-        estimate(duration_s, n_channels, instance_type=name, spot=spot, sorter=sorter)
+        estimate(
+            duration_s,
+            n_channels,
+            instance_type=name,
+            spot=spot,
+            sorter=sorter,
+            cpu_preprocessing=cpu_preprocessing,
+        )
         for name, spec in INSTANCE_TYPES.items()
         if spec.gpus > 0 or not gpu_only
     ]
     return sorted(rows, key=lambda e: e.usd)
+
+
+def readme_table(duration_s: float = 3600.0, sorter: str = "kilosort3") -> str:
+    """The README's Markdown table: $ per recording-hour, spot and on-demand, per type."""
+    head = (
+        "| instance | GPU | vCPUs | spot $/h | job h (bandpass+CMR on CPU) | "
+        "spot $/rec-h | on-demand $/rec-h | spot $/rec-h, `PREPROCESSING=null` |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for row in compare_instances(duration_s, sorter=sorter, spot=True):
+        spec = get_instance(row.instance_type)
+        on_demand = estimate(duration_s, NEUROPIXELS_CHANNELS, instance_type=spec.name,
+                             spot=False, sorter=sorter)  # fmt: skip
+        lean = estimate(duration_s, NEUROPIXELS_CHANNELS, instance_type=spec.name,
+                        spot=True, sorter=sorter, cpu_preprocessing=False)  # fmt: skip
+        lines.append(
+            f"| {spec.name} | {spec.gpu_model} | {spec.vcpus} | {row.price_per_hour:.3f} | "
+            f"{row.total_seconds / 3600:.2f} | {row.usd_per_recording_hour:.2f} | "
+            f"{on_demand.usd_per_recording_hour:.2f} | {lean.usd_per_recording_hour:.2f} |"
+        )
+    note = (
+        f"\n{sorter}, {NEUROPIXELS_CHANNELS} channels, {duration_s / 3600:g} h recording, "
+        f"prices {PRICES_AS_OF} (us-east-1)."
+    )
+    return head + "\n".join(lines) + note
+
+
+if __name__ == "__main__":
+    print(readme_table())

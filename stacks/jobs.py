@@ -13,7 +13,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from spikebatch.contract import DEFAULT_SCRATCH_DIR, Env
+from spikebatch.contract import DEFAULT_SCRATCH_DIR, IMAGE_VAR, Env
 from stacks.nag import acknowledge
 from stacks.storage import (
     MANIFESTS_PREFIX,
@@ -42,6 +42,7 @@ class Jobs(Construct):
         id: str,
         *,
         image: ecs.ContainerImage,
+        image_uri: str,
         bucket: s3.IBucket,
         dandi_api_key: secretsmanager.ISecret,
         dandi_api_url: str,
@@ -83,6 +84,7 @@ class Jobs(Construct):
             Env.DANDI_API_URL.value: dandi_api_url,
             Env.SCRATCH_DIR.value: DEFAULT_SCRATCH_DIR,
             "DANDI_NO_ET": "1",
+            IMAGE_VAR: image_uri,
         }
         gpu_name, cpu_name = job_definition_names(Stack.of(self).stack_name)
         common = dict(

@@ -6,12 +6,8 @@ from aws_cdk import RemovalPolicy, SecretValue
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from spikebatch.contract import UNSET_SECRET_VALUE
 from stacks.nag import acknowledge
-
-# The value the secret holds until the user puts a real key in it. Not a secret: it
-# tells the worker "no key set" (a random placeholder would be sent to DANDI and
-# rejected as a bad token, even for public dandisets).
-UNSET_SECRET_VALUE = "UNSET"
 
 
 class Secrets(Construct):

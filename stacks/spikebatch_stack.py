@@ -51,6 +51,7 @@ class SpikeBatchStack(Stack):
             self,
             "Jobs",
             image=registry.image,
+            image_uri=registry.asset.image_uri,
             bucket=storage.bucket,
             dandi_api_key=secrets.dandi_api_key,
             dandi_api_url=config.dandi_api_url,

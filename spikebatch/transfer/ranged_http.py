@@ -228,7 +228,9 @@ class RangedDownload:
             part_path,
             {
                 "v": _SIDECAR_VERSION,
-                "url": url,
+                # Presigned URLs change their query on every resolution: key on the path
+                # (plus size and ETag), unless the server gives no validator at all.
+                "url": redact(url) if probe.validator else url,
                 "size": self.size,
                 "validator": probe.validator,
                 "parts": [len(parts), parts[0][1] if parts else 0],

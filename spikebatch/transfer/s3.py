@@ -12,9 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import boto3
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.subscribers import BaseSubscriber
 
@@ -30,24 +28,26 @@ MAX_CONCURRENCY = 16
 PART_SIZE = 16 * MiB
 
 
-def transfer_config() -> TransferConfig:
-    """The transfer manager's settings: bigger parts and more threads than boto3's 8 MiB/10."""
+def client() -> Any:
+    """The S3 client from the project's one seam (``spikebatch.aws``), cached there."""
+    from spikebatch import aws
+
+    return aws.client("s3")
+
+
+def transfer_config(s3: Any) -> TransferConfig:
+    """The transfer manager's settings: bigger parts and more threads than boto3's 8 MiB/10.
+
+    Threads are capped at the client's connection pool: more would queue for a connection.
+    """
+    pool = getattr(s3.meta.config, "max_pool_connections", None) or MAX_CONCURRENCY
     return TransferConfig(
         multipart_threshold=PART_SIZE,
         multipart_chunksize=PART_SIZE,
-        max_concurrency=MAX_CONCURRENCY,
+        max_concurrency=min(MAX_CONCURRENCY, pool),
         io_chunksize=MiB,
         max_io_queue=256,
     )
-
-
-def client() -> Any:
-    """The one place an S3 client is made (tests redirect it with ``AWS_ENDPOINT_URL``)."""
-    config = Config(
-        max_pool_connections=MAX_CONCURRENCY + 4,
-        retries={"mode": "standard", "max_attempts": 8},
-    )
-    return boto3.client("s3", config=config)
 
 
 @contextmanager
@@ -82,7 +82,7 @@ def fetch(
             raise SizeMismatchError(f"{uri}: the object has {size} bytes, expected {expected_size}")
         with Progress(label, size, enabled=progress) as bar:
             s3.download_file(
-                bucket, key, str(part_path), Config=transfer_config(), Callback=bar.advance
+                bucket, key, str(part_path), Config=transfer_config(s3), Callback=bar.advance
             )
     return Fetched(size, resolved_url=uri)
 
@@ -99,11 +99,12 @@ def upload_files(files: list[tuple[Path, str]], dest_uri: str, *, progress: bool
     """Upload ``(local path, relative key)`` pairs under ``dest_uri``, all files in parallel."""
     bucket, prefix = split_s3(dest_uri)
     keys = [join_key(prefix, rel) for _, rel in files]
+    s3 = client()
     total = sum(path.stat().st_size for path, _ in files)
     with (
         _errors(dest_uri),
         Progress(f"upload {dest_uri}", total, enabled=progress) as bar,
-        create_transfer_manager(client(), transfer_config()) as manager,
+        create_transfer_manager(s3, transfer_config(s3)) as manager,
     ):
         subscriber = _ProgressSubscriber(bar.advance)
         futures = []

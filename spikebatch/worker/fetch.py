@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlparse
 import requests
 
 from spikebatch import transfer
+from spikebatch.contract import UNSET_SECRET_VALUE
 from spikebatch.worker.errors import InputError
 from spikebatch.worker.settings import WorkerSettings
 
@@ -60,6 +61,8 @@ def dandi_api_key(settings: WorkerSettings) -> str | None:
     secret = aws.client("secretsmanager").get_secret_value(
         SecretId=settings.dandi_api_key_secret_arn
     )["SecretString"]
+    if secret.strip() in ("", UNSET_SECRET_VALUE):  # the stack's placeholder: no key set
+        return None
     try:  # a bare key, or a JSON object with one value (the console's key/value form)
         parsed = json.loads(secret)
     except json.JSONDecodeError:

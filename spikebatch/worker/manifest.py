@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
+from spikebatch.contract import IMAGE_VAR
 from spikebatch.worker.settings import WorkerSettings
 
 SCHEMA = "spikebatch.run/1"
@@ -30,8 +31,6 @@ _BATCH_VARS = {
     "queue": "AWS_BATCH_JQ_NAME",
     "compute_environment": "AWS_BATCH_CE_NAME",
 }
-#: Set by the image (and overridable by the job definition) to say which image ran.
-IMAGE_VAR = "SPIKEBATCH_IMAGE"
 
 
 def now() -> str:

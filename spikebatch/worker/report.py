@@ -27,6 +27,8 @@ _QC_PANELS = [
     ("num_spikes", "spike count", None, None),
 ]
 
+_FIXED_RANGES = {"presence_ratio": (0.0, 1.05), "amplitude_cutoff": (0.0, 0.5)}
+
 
 def _pyplot():
     import matplotlib
@@ -173,6 +175,8 @@ def _quality_metrics(analyzer: Any, metrics: Any, title: str):
         if finite.size:
             ax.hist(finite, bins=min(30, max(5, finite.size)), color="#4C72B0", alpha=0.85)
         ax.set(xlabel=label, ylabel="units")
+        if column in _FIXED_RANGES:  # ratios: show the whole scale, not a sliver around one value
+            ax.set_xlim(*_FIXED_RANGES[column])
         subtitle = label
         if threshold is not None and finite.size:
             ax.axvline(threshold, color="#C44E52", linestyle="--", linewidth=1.2)

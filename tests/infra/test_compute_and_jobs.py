@@ -7,7 +7,7 @@ import re
 
 from aws_cdk.assertions import Match, Template
 
-from spikebatch.contract import Env
+from spikebatch.contract import IMAGE_VAR, Env
 from stacks.compute import SCRATCH_USER_DATA
 
 
@@ -163,6 +163,8 @@ def test_job_containers_get_the_worker_contract_defaults_and_scratch(synthesized
     for suffix, sorter in (("gpu", "kilosort3"), ("cpu", "kilosort4")):
         container = _job_definition(synthesized, suffix)["ContainerProperties"]
         env = {e["Name"]: e["Value"] for e in container["Environment"]}
+        # run.json records which image ran: the job definition's own image URI.
+        assert env.pop(IMAGE_VAR) == container["Image"]
         assert env == {
             Env.OUTPUT_URI: {"Fn::Join": ["", ["s3://", {"Ref": bucket_id}, "/results"]]},
             Env.DANDI_API_KEY_SECRET_ARN: {"Ref": secret_id},

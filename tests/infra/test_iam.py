@@ -140,6 +140,7 @@ def test_job_role_reads_configured_extra_input_buckets_and_stays_nag_clean():
         stack,
         "Jobs",
         image=ecs.ContainerImage.from_registry("public.ecr.aws/docker/library/busybox:stable"),
+        image_uri="public.ecr.aws/docker/library/busybox:stable",
         bucket=s3.Bucket(stack, "Data"),
         dandi_api_key=secretsmanager.Secret(stack, "Key"),
         dandi_api_url="https://api.dandiarchive.org/api",

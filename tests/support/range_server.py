@@ -23,6 +23,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 _BLOCK = 256 * 1024
 
@@ -113,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_GET(self) -> None:
-        kind, _, name = self.path.lstrip("/").partition("/")
+        kind, _, name = urlsplit(self.path).path.lstrip("/").partition("/")
         if kind == "redirect":
             return self._empty(HTTPStatus.FOUND, Location=f"{self.owner.base_url}/files/{name}")
         path = self.owner._files.get(name) if kind == "files" else None

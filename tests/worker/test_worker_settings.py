@@ -4,6 +4,7 @@ naming that variable, before any work (nothing downloaded, nothing written)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,27 @@ def test_array_child_entry_is_applied_before_validation(tmp_path, capsys):
 
     child0 = load_environment({**env, "AWS_BATCH_JOB_ARRAY_INDEX": "0"})
     assert WorkerSettings.from_env(child0).dandi_asset_path == "a.nwb"
+
+
+def test_module_entrypoint_exits_2_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DANDI_NO_ET": "1",
+        "HOME": str(tmp_path),
+        "INPUT_URI": "s3://bucket/x.nwb",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "spikebatch.worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "spikebatch-worker: error: OUTPUT_URI: required, not set"
+    ]

@@ -113,3 +113,28 @@ def test_embargoed_asset_is_resolved_with_the_key_from_secrets_manager(small_gt,
     assert resolved.url == f"{archive.base_url}/blobs/{asset.blob_id}"  # redirect resolved
     assert resolved.expected_size == asset.size
     assert resolved.digests == {"dandi:sha2-256": asset.sha256, "dandi:dandi-etag": asset.etag}
+
+
+def test_the_stacks_unset_placeholder_secret_means_no_key(small_gt, aws_endpoint):
+    """A fresh deploy's secret holds the placeholder: public assets must still download."""
+    from spikebatch import aws
+    from spikebatch.contract import UNSET_SECRET_VALUE
+    from spikebatch.worker.fetch import dandi_api_key, resolve
+    from spikebatch.worker.settings import WorkerSettings
+
+    arn = aws.client("secretsmanager").create_secret(
+        Name="dandi-key-unset", SecretString=UNSET_SECRET_VALUE
+    )["ARN"]
+    with FakeDandiArchive() as archive:
+        asset = archive.add_asset("000124", "sub-1/a.nwb", small_gt.nwb)
+        settings = WorkerSettings.from_env(
+            {
+                "DANDISET_ID": "000124",
+                "DANDI_ASSET_PATH": "sub-1/a.nwb",
+                "DANDI_API_URL": archive.api_url,
+                "DANDI_API_KEY_SECRET_ARN": arn,
+                "OUTPUT_URI": "s3://b/r",
+            }
+        )
+        assert dandi_api_key(settings) is None
+        assert resolve(settings).expected_size == asset.size

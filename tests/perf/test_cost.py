@@ -1,0 +1,96 @@
+"""The cost model: it reproduces its cited anchor, and each stage responds to what drives it."""
+
+from __future__ import annotations
+
+import pytest
+
+from spikebatch import cost
+from spikebatch.instances import INSTANCE_TYPES
+
+HOUR = 3600.0
+NP = cost.NEUROPIXELS_CHANNELS
+
+
+def test_the_anchor_setup_costs_what_the_anchor_cost() -> None:
+    """78 min on an on-demand g4dn.2xlarge, one download stream: $1.44 (~$1.11/rec-h)."""
+    anchor = cost.estimate(
+        cost.ANCHOR["recording_minutes"] * 60,
+        NP,
+        instance_type="g4dn.2xlarge",
+        spot=False,
+        fetch_streams=1,
+    )
+    assert anchor.usd == pytest.approx(cost.ANCHOR["usd"], abs=0.01)
+    assert anchor.usd_per_recording_hour == pytest.approx(1.11, abs=0.01)
+
+
+def test_parallel_fetch_is_bounded_by_network_and_hashing() -> None:
+    one = cost.fetch_bytes_per_s("g4dn.2xlarge", streams=1)
+    many = cost.fetch_bytes_per_s("g4dn.2xlarge")
+    assert one == cost.S3_STREAM_BPS
+    assert many == 10e9 / 8  # the g4dn.2xlarge's 10 Gbit/s baseline is the limit
+    assert cost.fetch_bytes_per_s("g5.xlarge") == 2.5e9 / 8
+
+
+def test_stages_scale_with_their_drivers() -> None:
+    half = cost.estimate(HOUR / 2, NP, instance_type="g4dn.2xlarge")
+    full = cost.estimate(HOUR, NP, instance_type="g4dn.2xlarge")
+    for stage in ("fetch", "convert", "sort", "postprocess"):
+        assert full.stage_seconds[stage] == pytest.approx(2 * half.stage_seconds[stage], rel=1e-3)
+    assert full.stage_seconds["startup"] == half.stage_seconds["startup"]
+
+    compressed = cost.estimate(HOUR, NP, instance_type="g4dn.2xlarge", input_bytes=10**9)
+    assert compressed.stage_seconds["fetch"] < full.stage_seconds["fetch"]
+    assert compressed.stage_seconds["sort"] == full.stage_seconds["sort"]
+
+    more_cpus = cost.estimate(HOUR, NP, instance_type="g4dn.4xlarge")
+    assert more_cpus.stage_seconds["convert"] == pytest.approx(
+        full.stage_seconds["convert"] / 2, rel=1e-3
+    )
+    lean = cost.estimate(HOUR, NP, instance_type="g4dn.2xlarge", cpu_preprocessing=False)
+    assert lean.stage_seconds["convert"] == pytest.approx(
+        full.stage_seconds["convert"] * cost.CONVERT_BPS_PER_VCPU / cost.CONVERT_RAW_BPS_PER_VCPU,
+        rel=1e-3,
+    )
+
+
+def test_faster_gpu_sorts_faster_and_spot_is_cheaper() -> None:
+    t4 = cost.estimate(HOUR, NP, instance_type="g4dn.2xlarge")
+    a10g = cost.estimate(HOUR, NP, instance_type="g5.2xlarge")
+    assert a10g.stage_seconds["sort"] < t4.stage_seconds["sort"]
+    on_demand = cost.estimate(HOUR, NP, instance_type="g4dn.2xlarge", spot=False)
+    assert on_demand.total_seconds == t4.total_seconds
+    assert t4.usd < on_demand.usd
+
+
+def test_compare_instances_is_cheapest_first_and_gpu_only() -> None:
+    rows = cost.compare_instances()
+    assert [r.usd for r in rows] == sorted(r.usd for r in rows)
+    assert {r.instance_type for r in rows} == {
+        name for name, spec in INSTANCE_TYPES.items() if spec.gpus > 0
+    }
+    assert cost.estimate(HOUR, NP).instance_type == rows[0].instance_type
+
+
+def test_spot_target_is_met_on_the_cheapest_type_without_cpu_preprocessing() -> None:
+    """What the README claims: <= $0.30/rec-h on spot g4dn.xlarge with PREPROCESSING=null."""
+    default = cost.estimate(HOUR, NP, spot=True)
+    lean = cost.estimate(HOUR, NP, spot=True, cpu_preprocessing=False)
+    assert lean.instance_type == "g4dn.xlarge"
+    assert lean.usd_per_recording_hour <= cost.TARGET_SPOT_USD_PER_RECORDING_HOUR
+    assert lean.usd < default.usd
+
+
+def test_readme_table_lists_every_gpu_type() -> None:
+    table = cost.readme_table()
+    gpu_types = [name for name, spec in INSTANCE_TYPES.items() if spec.gpus > 0]
+    assert all(f"| {name} |" in table for name in gpu_types)
+    assert table.count("\n| g") == len(gpu_types)
+
+
+def test_bad_input_is_rejected() -> None:
+    with pytest.raises(ValueError, match="duration_s"):
+        cost.estimate(-1, NP, instance_type="g4dn.xlarge")
+    with pytest.raises(KeyError, match="known types"):
+        cost.estimate(HOUR, NP, instance_type="p9.huge")
+    assert cost.instance_price_per_hour("p9.huge", True) is None
