@@ -90,11 +90,6 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
-def best_of(n: int, fn: Callable[[], Any]) -> float:
-    """Fastest of ``n`` runs: the least disturbed by the other processes on this machine."""
-    return min(timed(fn)[0] for _ in range(n))
-
-
 def run_cmd(args: list[str]) -> float:
     """Wall time of a command (checked)."""
     start = time.perf_counter()

@@ -14,7 +14,13 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, user_agent_extra="spikebatch")
+# 32 pooled connections: the transfer manager runs up to 16 parallel parts per transfer,
+# and botocore's default pool of 10 would serialise them.
+_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 5},
+    user_agent_extra="spikebatch",
+    max_pool_connections=32,
+)
 
 
 @functools.lru_cache(maxsize=64)

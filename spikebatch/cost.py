@@ -66,12 +66,12 @@ NETWORK_BASELINE_GBPS: dict[str, float] = {
 DEFAULT_NETWORK_GBPS = 5.0  # other types (assumed)
 #: Writing the sorter's int16 input from the gzip NWB through bandpass + common median
 #: reference (the worker's default preprocessing), raw bytes per second per vCPU
-#: (measured: ``make bench`` convert, 384 channels, 2 vCPUs, 2026-11-22: 45 MB/s; the
-#: Butterworth filtering is the bottleneck).
+#: (measured: ``make bench`` convert, 384 channels, 2 vCPUs, 2026-11-22: 45-46 MB/s in
+#: two runs; the Butterworth filtering is the bottleneck).
 CONVERT_BPS_PER_VCPU = 22e6
 #: The same write without CPU preprocessing (``PREPROCESSING=null``; Kilosort filters and
-#: re-references on the GPU itself): gzip decompression bound (measured, same run:
-#: 169 MB/s on 2 vCPUs; h5py alone reads 184 MB/s on one).
+#: re-references on the GPU itself): gzip decompression bound (measured, same runs:
+#: 169-207 MB/s on 2 vCPUs, the lower one used; h5py alone reads ~180 MB/s on one).
 CONVERT_RAW_BPS_PER_VCPU = 85e6
 #: SortingAnalyzer + quality metrics + export, per recording second (assumed).
 POSTPROCESS_S_PER_RECORDING_S = 0.08
@@ -283,7 +283,7 @@ def readme_table(duration_s: float = 3600.0, sorter: str = "kilosort3") -> str:
             f"{on_demand.usd_per_recording_hour:.2f} | {lean.usd_per_recording_hour:.2f} |"
         )
     note = (
-        f"\n{sorter}, {NEUROPIXELS_CHANNELS} channels, {duration_s / 3600:g} h recording, "
+        f"\n\n{sorter}, {NEUROPIXELS_CHANNELS} channels, {duration_s / 3600:g} h recording, "
         f"prices {PRICES_AS_OF} (us-east-1)."
     )
     return head + "\n".join(lines) + note

@@ -24,17 +24,17 @@ import fnmatch
 import json
 import re
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from tests.support.loopback_http import LoopbackServer, parse_range, send_range
+
 _TIMESTAMP = "2024-01-01T12:00:00.000000Z"
-_SEND_BLOCK = 256 * 1024
 
 
 @dataclass
@@ -71,7 +71,7 @@ class _Dandiset:
     assets: dict[str, list[FakeAsset]] = field(default_factory=dict)  # version -> assets
 
 
-class FakeDandiArchive:
+class FakeDandiArchive(LoopbackServer):
     """A threaded DANDI API on 127.0.0.1 (random port); stops when the ``with`` block ends.
 
     ``rate_limit_bps`` caps each connection's blob throughput (bytes/s); ``token`` makes
@@ -86,38 +86,18 @@ class FakeDandiArchive:
         token: str | None = None,
         page_size: int = 100,
     ) -> None:
+        super().__init__()
         self.rate_limit_bps = rate_limit_bps
         self.token = token
         self.page_size = page_size
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self._dandisets: dict[str, _Dandiset] = {}
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # ---- lifecycle -------------------------------------------------------------------
-    def __enter__(self) -> FakeDandiArchive:
-        handler = type("_BoundHandler", (_Handler,), {"archive": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-dandi", daemon=True
-        )
-        self._thread.start()
-        return self
+    thread_name = "fake-dandi"
 
-    def __exit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None, "use FakeDandiArchive as a context manager"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return type("_BoundHandler", (_Handler,), {"archive": self})
 
     @property
     def api_url(self) -> str:
@@ -350,61 +330,30 @@ class _Handler(BaseHTTPRequestHandler):
         asset = next((a for a in self.archive._all_assets() if a.blob_id == blob_id), None)
         if asset is None:
             return self._not_found()
-        start, end = 0, asset.size - 1
-        status = HTTPStatus.OK
-        range_header = self.headers.get("Range")
-        if range_header:
-            m = re.fullmatch(r"bytes=(\d*)-(\d*)", range_header.strip())
-            if not m or (not m.group(1) and not m.group(2)):
-                self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            if m.group(1):
-                start = int(m.group(1))
-                end = min(int(m.group(2)), asset.size - 1) if m.group(2) else asset.size - 1
-            else:  # suffix range: the last N bytes
-                start = max(0, asset.size - int(m.group(2)))
-            if start >= asset.size or start > end:
-                self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
-                self.send_header("Content-Range", f"bytes */{asset.size}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            status = HTTPStatus.PARTIAL_CONTENT
+        wanted = parse_range(self.headers.get("Range"), asset.size)
+        if wanted is None:
+            self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+            self.send_header("Content-Range", f"bytes */{asset.size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        start, end, ranged = wanted
         length = end - start + 1
-        self.send_response(status)
+        self.send_response(HTTPStatus.PARTIAL_CONTENT if ranged else HTTPStatus.OK)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(length))
         self.send_header("ETag", f'"{asset.etag}"')
-        if status == HTTPStatus.PARTIAL_CONTENT:
+        if ranged:
             self.send_header("Content-Range", f"bytes {start}-{end}/{asset.size}")
         self.end_headers()
         if self.command == "HEAD":
             return
-        self._stream(asset, start, length)
-
-    def _stream(self, asset: FakeAsset, start: int, length: int) -> None:
-        rate = self.archive.rate_limit_bps
-        flip_at = asset.size // 2 if asset.corrupt else -1
-        began = time.monotonic()
-        sent = 0
-        try:
-            with open(asset.file, "rb") as fh:
-                fh.seek(start)
-                while sent < length:
-                    block = bytearray(fh.read(min(_SEND_BLOCK, length - sent)))
-                    if not block:
-                        break
-                    offset = flip_at - (start + sent)
-                    if 0 <= offset < len(block):
-                        block[offset] ^= 0xFF
-                    self.wfile.write(block)
-                    sent += len(block)
-                    if rate:
-                        ahead = sent / rate - (time.monotonic() - began)
-                        if ahead > 0:
-                            time.sleep(ahead)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up on this range (a cancelled or resumed download)
+        send_range(
+            self,
+            asset.file,
+            start,
+            length,
+            rate_bps=self.archive.rate_limit_bps,
+            flip_at=asset.size // 2 if asset.corrupt else -1,
+        )

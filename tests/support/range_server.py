@@ -14,18 +14,16 @@ Usage::
 
 from __future__ import annotations
 
-import re
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-_BLOCK = 256 * 1024
+from tests.support.loopback_http import LoopbackServer, parse_range, send_range
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ class Served:
     complete: bool
 
 
-class RangeServer:
+class RangeServer(LoopbackServer):
     """Threaded HTTP/1.1 file server on 127.0.0.1 (random port); stops with its ``with`` block.
 
     ``ranges=False`` ignores ``Range`` (answers 200 with the whole file). ``cut(start, end)``,
@@ -47,38 +45,19 @@ class RangeServer:
     connection without a byte of body (a dropped connection).
     """
 
+    thread_name = "range-server"
+
     def __init__(self, *, ranges: bool = True, rate_limit_bps: float | None = None) -> None:
+        super().__init__()
         self.ranges = ranges
         self.rate_limit_bps = rate_limit_bps
         self.cut: Callable[[int, int], bool] | None = None
         self.served: list[Served] = []
         self._files: dict[str, Path] = {}
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> RangeServer:
-        handler = type("_BoundHandler", (_Handler,), {"owner": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="range-server", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None, "use RangeServer as a context manager"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return type("_BoundHandler", (_Handler,), {"owner": self})
 
     def add(self, name: str, path: Path) -> str:
         """Serve ``path`` at ``/files/<name>``; returns its URL."""
@@ -121,16 +100,12 @@ class _Handler(BaseHTTPRequestHandler):
         if path is None:
             return self._empty(HTTPStatus.NOT_FOUND)
         size = path.stat().st_size
-        start, end, ranged = 0, size - 1, False
-        header = self.headers.get("Range")
-        if header and self.owner.ranges:
-            m = re.fullmatch(r"bytes=(\d+)-(\d*)", header.strip())
-            if not m or int(m[1]) >= size:
-                return self._empty(
-                    HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, Content_Range=f"bytes */{size}"
-                )
-            start, ranged = int(m[1]), True
-            end = min(int(m[2]), size - 1) if m[2] else size - 1
+        wanted = parse_range(self.headers.get("Range") if self.owner.ranges else None, size)
+        if wanted is None:
+            return self._empty(
+                HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, Content_Range=f"bytes */{size}"
+            )
+        start, end, ranged = wanted
         length = end - start + 1
         self.send_response(HTTPStatus.PARTIAL_CONTENT if ranged else HTTPStatus.OK)
         self.send_header("Content-Type", "application/octet-stream")
@@ -146,24 +121,5 @@ class _Handler(BaseHTTPRequestHandler):
             self.owner.record(Served(name, start, end, ranged, False))
             self.close_connection = True
             return
-        sent = self._send(path, start, length)
+        sent = send_range(self, path, start, length, rate_bps=self.owner.rate_limit_bps)
         self.owner.record(Served(name, start, end, ranged, sent == length))
-
-    def _send(self, path: Path, start: int, length: int) -> int:
-        rate = self.owner.rate_limit_bps
-        sent = 0
-        began = time.monotonic()
-        try:
-            with open(path, "rb") as fh:
-                if not rate:
-                    return self.connection.sendfile(fh, start, length) if length else 0
-                fh.seek(start)
-                while sent < length and (block := fh.read(min(_BLOCK, length - sent))):
-                    self.wfile.write(block)
-                    sent += len(block)
-                    ahead = sent / rate - (time.monotonic() - began)
-                    if ahead > 0:
-                        time.sleep(ahead)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        return sent
