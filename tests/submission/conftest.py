@@ -10,7 +10,7 @@ import functools
 import importlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,6 +248,25 @@ def submit_handler() -> Iterator[Any]:
 def record_handler() -> Iterator[Any]:
     """``lambdas/run_record/handler.py``, imported as Lambda does, logging as in Lambda."""
     yield from _handler_module("run_record")
+
+
+Invoke = Callable[[Any], dict[str, Any]]
+
+
+@pytest.fixture
+def lambda_env(stack: FakeStack, monkeypatch: pytest.MonkeyPatch) -> FakeStack:
+    """The submit Lambda's environment, as the stack would set it."""
+    for name, value in stack.lambda_env.items():
+        monkeypatch.setenv(name, value)
+    return stack
+
+
+@pytest.fixture
+def invoke(submit_handler: Any) -> Invoke:
+    """Call the submit handler as Lambda does: the event and a context."""
+    from tests.submission.lambda_support import FakeLambdaContext
+
+    return lambda event: submit_handler.handler(event, FakeLambdaContext())
 
 
 @pytest.fixture(scope="module")

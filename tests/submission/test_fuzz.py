@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -18,8 +17,8 @@ from hypothesis import strategies as st
 
 from spikebatch.request import MAX_REQUEST_BYTES, JobRequest
 from spikebatch.sorters import SORTERS
-from tests.submission.conftest import BUCKET, FakeStack, load_event
-from tests.submission.lambda_support import FakeLambdaContext, upload_event
+from tests.submission.conftest import BUCKET, FakeStack, Invoke, load_event
+from tests.submission.lambda_support import upload_event
 
 FUZZ = settings(
     max_examples=300,
@@ -38,21 +37,6 @@ json_value = st.recursive(
     ),
     max_leaves=12,
 )
-
-
-Invoke = Callable[[Any], dict[str, Any]]
-
-
-@pytest.fixture
-def lambda_env(stack: FakeStack, monkeypatch: pytest.MonkeyPatch) -> FakeStack:
-    for name, value in stack.lambda_env.items():
-        monkeypatch.setenv(name, value)
-    return stack
-
-
-@pytest.fixture
-def invoke(submit_handler: Any) -> Invoke:
-    return lambda event: submit_handler.handler(event, FakeLambdaContext())
 
 
 def assert_rejected_without_a_job(result: dict[str, Any], stack: FakeStack) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ from spikebatch import submission
 from spikebatch.request import parse_request
 from spikebatch.runs import log_console_url
 from spikebatch.submission import Deployment, SubmittedJob, plan_submission
-from tests.submission.conftest import LOG_GROUP, REGION, FakeStack, load_event
+from tests.submission.conftest import LOG_GROUP, REGION, FakeStack, Invoke, load_event
 from tests.submission.lambda_support import FakeLambdaContext, capture_logs, log_lines
 
 STREAM = "spikebatch-gpu/default/5f8e4d0c6e0a4b7e9c1d2e3f4a5b6c7d"
@@ -36,9 +35,6 @@ def submit_one(stack: FakeStack, uri: str = "s3://lab-bucket/raw/a.nwb") -> Subm
 
 def event_for(name: str, job: SubmittedJob) -> dict[str, Any]:
     return load_event(name, job_id=job.job_id, job_name=job.job_name, run_id=job.run_id)
-
-
-Invoke = Callable[[Any], dict[str, Any]]
 
 
 @pytest.fixture

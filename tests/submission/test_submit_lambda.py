@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -12,29 +11,13 @@ from botocore.exceptions import ClientError
 
 from spikebatch import aws, runs
 from spikebatch.contract import dandi_source, derive_run_id
-from tests.submission.conftest import BUCKET, FakeStack, client
+from tests.submission.conftest import BUCKET, FakeStack, Invoke, client
 from tests.submission.lambda_support import (
-    FakeLambdaContext,
     capture_logs,
     log_lines,
     upload_event,
 )
 from tests.support.dandi_server import FakeDandiArchive
-
-Invoke = Callable[[Any], dict[str, Any]]
-
-
-@pytest.fixture
-def lambda_env(stack: FakeStack, monkeypatch: pytest.MonkeyPatch) -> FakeStack:
-    for name, value in stack.lambda_env.items():
-        monkeypatch.setenv(name, value)
-    return stack
-
-
-@pytest.fixture
-def invoke(submit_handler: Any) -> Invoke:
-    """Call the handler as Lambda does: the event and a context."""
-    return lambda event: submit_handler.handler(event, FakeLambdaContext())
 
 
 def env_of(job: dict[str, Any]) -> dict[str, str]:
