@@ -228,6 +228,7 @@ def _run_stages(job: _Run) -> None:
         )
         job.record["preprocessing"]["applied"] = applied
         rec_input["sorted_duration_s"] = round(traces.get_total_duration(), 3)
+        traces = preprocess.materialize(traces, job.scratch / "preprocessed", job.job_kwargs)
     job.set_cost()
     job.checkpoint()
     with job.stage("sort"):

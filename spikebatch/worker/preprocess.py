@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -96,3 +97,21 @@ def preprocess(
         applied.append(f"{step}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})")
     log.info("preprocess: %s", "; ".join(applied) or "none")
     return recording, applied
+
+
+def materialize(recording: Any, folder: Path, job_kwargs: Mapping[str, Any]) -> Any:
+    """Run the preprocessing chain once, into a flat binary in scratch; return that recording.
+
+    Left lazy, every pass over the traces repeats the HDF5 decompression and the filters:
+    the sorter's input copy is one pass and the analyzer's amplitudes another. Saved once
+    (int16 stays int16), Kilosort 3/4 take the file as it is (SpikeInterface's
+    ``binary_compatible_with``: no second copy) and the analyzer reads plain samples.
+    """
+    saved = recording.save(folder=folder, format="binary", overwrite=True, **job_kwargs)
+    log.info(
+        "preprocess: %d channels x %.1f s written to %s",
+        saved.get_num_channels(),
+        saved.get_total_duration(),
+        folder,
+    )
+    return saved

@@ -2,7 +2,7 @@
 
 GIVEN a stand-in ``ks3_compiled`` on PATH (it records what it was given, then fails the way
 a CUDA error would) WHEN the worker runs ``SORTER=kilosort3`` THEN the wrapper took the
-compiled path, the binary got our recording (int16 ``recording.dat``, ``ops.mat`` and
+compiled path, the binary got our recording (the preprocessed int16 binary, ``ops.mat`` and
 ``chanMap.mat`` with our channel count, sampling rate and probe geometry), and the worker
 reports a clean sorter error: one line, exit 1, run.json failed at ``sort``.
 """
@@ -73,18 +73,22 @@ def test_kilosort3_gets_our_recording_and_fails_cleanly(
     run_id = WorkerSettings.from_env(env).effective_run_id
     sorter_output = scratch / run_id / "sorter" / "sorter_output"
     assert call["argv"] == [str(sorter_output)]
-    assert {"recording.dat", "ops.mat", "chanMap.mat"} <= set(call["files"])
+    assert {"ops.mat", "chanMap.mat"} <= set(call["files"])
 
     n_channels, fs = small_gt.spec.num_channels, small_gt.spec.sampling_frequency
     n_samples = int(small_gt.spec.duration_s * fs)
-    assert (sorter_output / "recording.dat").stat().st_size == n_samples * n_channels * 2  # int16
     ops = scipy.io.loadmat(sorter_output / "ops.mat", squeeze_me=True, struct_as_record=False)[
         "ops"
     ]
+    # The binary is the preprocess stage's one int16 copy in scratch, given to the compiled
+    # Kilosort as it is (no second recording.dat copy).
+    binary = Path(ops.fbinary)
+    assert binary.is_relative_to(scratch / run_id / "preprocessed")
+    assert binary.stat().st_size == n_samples * n_channels * 2  # int16, every sample
+    assert not (sorter_output / "recording.dat").exists()
     assert ops.NchanTOT == n_channels
     assert ops.fs == fs
     assert ops.spkTh == -5  # our SORTER_PARAMS reached the binary
-    assert Path(ops.fbinary) == sorter_output / "recording.dat"
     assert Path(ops.chanMap) == sorter_output / "chanMap.mat"
     chan_map = scipy.io.loadmat(sorter_output / "chanMap.mat")
     assert chan_map["Nchannels"].item() == n_channels
