@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from spikebatch import cost
 from spikebatch.instances import INSTANCE_TYPES
 from spikebatch.request import JobRequest
+from spikebatch.sorters import get_sorter
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +37,28 @@ def recording_seconds(size: RecordingSize, channels: int) -> float | None:
     return size.size_bytes / (channels * cost.BYTES_PER_SAMPLE * cost.SAMPLING_RATE_HZ)
 
 
+def fitting_instance_types(request: JobRequest) -> list[str]:
+    """Instance types a job of this request can be placed on: the right kind (GPU or not)
+    with room for its vCPUs and memory. Unset resources are the sorter's defaults, which
+    are also the stack's default job size (``gpu_job_vcpus``/``gpu_job_memory_gib``)."""
+    spec = get_sorter(request.sorter)
+    vcpus = request.resources.vcpus or spec.default_vcpus
+    memory_gib = request.resources.memory_gib or spec.default_memory_gib
+    gpus = request.resources.gpus or (1 if request.needs_gpu else 0)
+    return [
+        name
+        for name, s in INSTANCE_TYPES.items()
+        if (s.gpus > 0) == request.needs_gpu
+        and s.gpus >= gpus
+        and s.vcpus >= vcpus
+        and s.memory_gib >= memory_gib
+    ]
+
+
 def _cheapest(
     request: JobRequest, duration_s: float, channels: int, nbytes: int | None
 ) -> cost.CostEstimate:
-    names = [n for n, s in INSTANCE_TYPES.items() if (s.gpus > 0) == request.needs_gpu]
+    names = fitting_instance_types(request)
     options = [
         cost.estimate(
             duration_s,
@@ -51,6 +70,11 @@ def _cheapest(
         )
         for name in names
     ]
+    if not options:
+        raise ValueError(
+            f"no known instance type has room for this job ({request.sorter}, resources "
+            f"{request.resources.model_dump(exclude_none=True)}); lower resources.vcpus/memory_gib"
+        )
     return min(options, key=lambda e: e.usd)
 
 

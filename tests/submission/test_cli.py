@@ -132,12 +132,31 @@ def test_dry_run_prints_the_exact_request_and_submits_nothing(
     deployment = dataclasses.replace(deployment, dandi_api_url=archive.api_url)
     plan = plan_submission(parse_request({"dandiset_id": "000409", "assets": [ASSET]}), deployment)
     assert json.loads(printed) == plan.submit_job
+    # The default Kilosort3 job (8 vCPUs, 30 GiB) does not fit a g4dn.xlarge (4, 16):
+    # the estimate prices the cheapest type the job can actually be placed on.
     expected = cost.estimate(
-        60.0, 4, instance_type="g4dn.xlarge", spot=True, input_bytes=60 * 4 * 2 * 30_000
+        60.0, 4, instance_type="g4dn.2xlarge", spot=True, input_bytes=60 * 4 * 2 * 30_000
     )
     assert re.search(
-        rf"{ASSET} +│ +1\.0 │ g4dn\.xlarge \(spot\) │ .* │ {expected.usd:.2f}", result.output
+        rf"{ASSET} +│ +1\.0 │ g4dn\.2xlarge \(spot\) │ .* │ {expected.usd:.2f}", result.output
     ), result.output
+
+
+def test_estimate_prices_only_instance_types_the_job_fits() -> None:
+    from spikebatch.cli.estimates import fitting_instance_types
+
+    small = parse_request(
+        {"input_uri": "s3://lab-bucket/a.nwb", "resources": {"vcpus": 4, "memory_gib": 15}}
+    )
+    assert "g4dn.xlarge" in fitting_instance_types(small)
+    default = parse_request({"input_uri": "s3://lab-bucket/a.nwb", "sorter": "kilosort3"})
+    fits = fitting_instance_types(default)
+    assert "g4dn.xlarge" not in fits and "g4dn.2xlarge" in fits
+    assert all(not name.startswith(("c6i", "m6i")) for name in fits)  # GPU sorter: GPU types
+    cpu = parse_request({"input_uri": "s3://lab-bucket/a.nwb", "sorter": "tridesclous2"})
+    assert fitting_instance_types(cpu) and all(
+        name.startswith(("c6i", "m6i")) for name in fitting_instance_types(cpu)
+    )
 
 
 def test_estimate_from_dandi_sizes(cli: Any) -> None:
@@ -259,7 +278,11 @@ def test_cancel_terminates_the_job_with_the_reason(cli: Any, stack: FakeStack) -
         (["status", "--stack-name", "Flag"], {"SPIKEBATCH_STACK": "Env"}, "error: stack 'Flag'"),
         (["status", "no-such-run"], {}, "error: no run 'no-such-run' in s3://"),
         (["submit", "--dandiset", "000409"], {}, "error: say what to sort: --asset, --glob"),
-        (["submit", "--input-uri", "s3://b/a.nwb", "--param", "Th"], {}, "error: --param 'Th'"),
+        (
+            ["submit", "--input-uri", "s3://lab-bucket/a.nwb", "--param", "Th"],
+            {},
+            "error: --param 'Th'",
+        ),
         (
             ["submit", "--input-uri", "s3://lab-bucket/a.nwb", "--gpus", "0"],
             {},
