@@ -38,9 +38,10 @@ def recording_seconds(size: RecordingSize, channels: int) -> float | None:
 
 
 def fitting_instance_types(request: JobRequest) -> list[str]:
-    """Instance types a job of this request can be placed on: the right kind (GPU or not)
-    with room for its vCPUs and memory. Unset resources are the sorter's defaults, which
-    are also the stack's default job size (``gpu_job_vcpus``/``gpu_job_memory_gib``)."""
+    """Instance types a job of this request can be placed on: GPU types (the stack's compute
+    environments have only those; CPU sorters run there too) with room for its vCPUs and
+    memory. Unset resources are the sorter's defaults, which are also the stack's default
+    job size (``gpu_job_vcpus``/``gpu_job_memory_gib``)."""
     spec = get_sorter(request.sorter)
     vcpus = request.resources.vcpus or spec.default_vcpus
     memory_gib = request.resources.memory_gib or spec.default_memory_gib
@@ -48,10 +49,7 @@ def fitting_instance_types(request: JobRequest) -> list[str]:
     return [
         name
         for name, s in INSTANCE_TYPES.items()
-        if (s.gpus > 0) == request.needs_gpu
-        and s.gpus >= gpus
-        and s.vcpus >= vcpus
-        and s.memory_gib >= memory_gib
+        if s.gpus > 0 and s.gpus >= gpus and s.vcpus >= vcpus and s.memory_gib >= memory_gib
     ]
 
 

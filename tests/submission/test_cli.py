@@ -144,6 +144,7 @@ def test_dry_run_prints_the_exact_request_and_submits_nothing(
 
 def test_estimate_prices_only_instance_types_the_job_fits() -> None:
     from spikebatch.cli.estimates import fitting_instance_types
+    from spikebatch.instances import INSTANCE_TYPES
 
     small = parse_request(
         {"input_uri": "s3://lab-bucket/a.nwb", "resources": {"vcpus": 4, "memory_gib": 15}}
@@ -152,11 +153,10 @@ def test_estimate_prices_only_instance_types_the_job_fits() -> None:
     default = parse_request({"input_uri": "s3://lab-bucket/a.nwb", "sorter": "kilosort3"})
     fits = fitting_instance_types(default)
     assert "g4dn.xlarge" not in fits and "g4dn.2xlarge" in fits
-    assert all(not name.startswith(("c6i", "m6i")) for name in fits)  # GPU sorter: GPU types
+    # The stack's compute environments hold GPU types only: CPU sorters are priced there too.
     cpu = parse_request({"input_uri": "s3://lab-bucket/a.nwb", "sorter": "tridesclous2"})
-    assert fitting_instance_types(cpu) and all(
-        name.startswith(("c6i", "m6i")) for name in fitting_instance_types(cpu)
-    )
+    for request in (default, cpu):
+        assert all(INSTANCE_TYPES[name].gpus > 0 for name in fitting_instance_types(request))
 
 
 def test_estimate_from_dandi_sizes(cli: Any) -> None:
