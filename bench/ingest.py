@@ -17,13 +17,13 @@ from typing import Any
 from bench.common import MB, BenchResult, GiB, Ratio, random_file, run_cmd, scratch_dir, timed
 from bench.serve import serving
 from spikebatch import transfer
+from spikebatch.cost import S3_STREAM_BPS  # the per-connection cap the servers apply
 from spikebatch.transfer import digests
 
-#: S3 serves roughly 100 MB/s per connection. Not scaled down: on an idle 2-core machine
-#: the parallel download reaches ~580 MB/s through the rate-capped server; with other work
-#: on the cores (load average in the JSON) the ratio drops, since the server and the
-#: etag's md5 share them.
-S3_STREAM_BPS = 100e6
+# S3 serves roughly 100 MB/s per connection (``S3_STREAM_BPS``). Not scaled down: on an
+# idle 2-core machine the parallel download reaches ~580 MB/s through the rate-capped
+# server; with other work on the cores (load average in the JSON) the ratio drops, since
+# the server and the etag's md5 share them.
 
 
 def _ours(url: str, dest: Path, meta: dict[str, Any] | None) -> float:

@@ -77,7 +77,3 @@ def get_instance(name: str) -> InstanceSpec:
         raise UnknownInstanceTypeError(
             f"unknown instance type {name!r}; known types: {known}"
         ) from None
-
-
-def gpu_instance_types() -> list[InstanceSpec]:
-    return [s for s in INSTANCE_TYPES.values() if s.gpus > 0]

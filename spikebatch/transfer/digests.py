@@ -100,16 +100,22 @@ def new_hasher(name: str, size: int) -> Hasher:
     raise ValueError(f"unsupported digest {name!r}; supported: {PREFERENCE}")
 
 
-def md5_of_range(fd: int, offset: int, length: int) -> bytes:
-    """md5 of ``length`` bytes at ``offset`` of an open file (pread: threads share the fd)."""
-    digest = hashlib.md5()
+def hash_range(fd: int, offset: int, length: int, hasher: Hasher) -> None:
+    """Feed ``length`` bytes at ``offset`` of an open file to ``hasher`` (pread: threads
+    share the fd)."""
     end = offset + length
     while offset < end:
         block = os.pread(fd, min(READ_BLOCK, end - offset), offset)
         if not block:
             raise OSError(f"file shorter than expected at byte {offset}")
-        digest.update(block)
+        hasher.update(block)
         offset += len(block)
+
+
+def md5_of_range(fd: int, offset: int, length: int) -> bytes:
+    """md5 of ``length`` bytes at ``offset`` of an open file."""
+    digest = hashlib.md5()
+    hash_range(fd, offset, length, digest)
     return digest.digest()
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 from spikebatch.transfer import digests as _digests
@@ -18,33 +19,6 @@ log = logging.getLogger(__name__)
 
 #: Whole-file attempts when the digest does not match (each starts from scratch).
 DIGEST_ATTEMPTS = 3
-
-
-def _fetch(
-    url: str,
-    part: Path,
-    *,
-    scheme: str,
-    expected_size: int | None,
-    digest_name: str | None,
-    progress: bool,
-    part_size: int | None,
-    max_workers: int | None,
-) -> Fetched:
-    label = f"download {ranged_http.redact(url)}"
-    if scheme in ("http", "https"):
-        return ranged_http.fetch_http(
-            url,
-            part,
-            label=label,
-            expected_size=expected_size,
-            digest_name=digest_name,
-            progress=progress,
-            part_size=part_size,
-            max_workers=max_workers,
-        )
-    fetch = s3.fetch if scheme == "s3" else local.fetch
-    return fetch(url, part, label=label, expected_size=expected_size, progress=progress)
 
 
 def download(
@@ -76,18 +50,17 @@ def download(
     dest.unlink(missing_ok=True)
     part = dest.with_name(dest.name + ".part")
     name = chosen[0] if chosen else None
+    fetch: Callable[..., Fetched]
+    if scheme in ("http", "https"):
+        fetch = partial(
+            ranged_http.fetch_http, digest_name=name, part_size=part_size, max_workers=max_workers
+        )
+    else:
+        fetch = s3.fetch if scheme == "s3" else local.fetch
+    label = f"download {ranged_http.redact(url)}"
     for attempt in range(1, DIGEST_ATTEMPTS + 1):
         start = time.monotonic()
-        fetched = _fetch(
-            url,
-            part,
-            scheme=scheme,
-            expected_size=expected_size,
-            digest_name=name,
-            progress=progress,
-            part_size=part_size,
-            max_workers=max_workers,
-        )
+        fetched = fetch(url, part, label=label, expected_size=expected_size, progress=progress)
         size = part.stat().st_size
         if expected_size is not None and size != expected_size:
             ranged_http.discard_partial(part)

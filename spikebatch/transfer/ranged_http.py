@@ -166,13 +166,7 @@ class _OrderedHasher:
                     self._cond.wait_for(lambda i=index: self._ready[i] or self._stopped)
                     if self._stopped:
                         return
-                end = offset + length
-                while offset < end:
-                    block = os.pread(self._fd, min(digests.READ_BLOCK, end - offset), offset)
-                    if not block:
-                        raise OSError(f"part file shorter than expected at byte {offset}")
-                    self._hasher.update(block)
-                    offset += len(block)
+                digests.hash_range(self._fd, offset, length, self._hasher)
         except BaseException as exc:  # re-raised in result()
             self._error = exc
 
@@ -438,7 +432,6 @@ def fetch_http(
             return Fetched(received, value, redact(probe.url))
         assert size is not None
         parts = part_layout(size, part_size)
-        etag_layout = [(p.offset, p.size) for p in digests.etag_parts(size)]
         with Progress(label, size, enabled=progress) as bar:
             job = RangedDownload(
                 session,
@@ -447,7 +440,7 @@ def fetch_http(
                 part_path,
                 parts,
                 digest_name=digest_name,
-                inline_etag=digest_name == digests.ETAG and parts == etag_layout,
+                inline_etag=digest_name == digests.ETAG and parts == part_layout(size, None),
                 workers=max(1, min(workers, len(parts))),
                 progress=bar,
             )
