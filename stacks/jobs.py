@@ -34,7 +34,8 @@ def job_definition_names(stack_name: str) -> tuple[str, str]:
 
 
 class Jobs(Construct):
-    """``self.gpu`` / ``self.cpu`` job definitions, ``self.job_role``, ``self.log_group``."""
+    """``self.gpu`` / ``self.cpu`` job definitions (named ``self.definition_names``),
+    ``self.job_role``, ``self.log_group``."""
 
     def __init__(
         self,
@@ -86,7 +87,8 @@ class Jobs(Construct):
             "DANDI_NO_ET": "1",
             IMAGE_VAR: image_uri,
         }
-        gpu_name, cpu_name = job_definition_names(Stack.of(self).stack_name)
+        self.definition_names = job_definition_names(Stack.of(self).stack_name)
+        gpu_name, cpu_name = self.definition_names
         common = dict(
             timeout=timeout,
             retry_attempts=retry_attempts,

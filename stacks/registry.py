@@ -18,7 +18,7 @@ WORKER_DOCKERFILE = "containers/Dockerfile"
 class Registry(Construct):
     """``self.image`` (the job definitions' image) and ``self.repository``."""
 
-    def __init__(self, scope: Construct, id: str, *, retain: bool) -> None:
+    def __init__(self, scope: Construct, id: str, *, removal_policy: RemovalPolicy) -> None:
         super().__init__(scope, id)
         # The repo root is the build context so the image can install the spikebatch
         # package; the root .dockerignore is an allowlist that keeps .venv etc. out.
@@ -36,7 +36,7 @@ class Registry(Construct):
             image_scan_on_push=True,
             image_tag_mutability=ecr.TagMutability.MUTABLE,
             encryption=ecr.RepositoryEncryption.AES_256,
-            removal_policy=RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY,
+            removal_policy=removal_policy,
             lifecycle_rules=[
                 ecr.LifecycleRule(
                     description="drop untagged layers a week after a push replaced them",

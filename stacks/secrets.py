@@ -13,7 +13,7 @@ from stacks.nag import acknowledge
 class Secrets(Construct):
     """``self.dandi_api_key``: set it with ``aws secretsmanager put-secret-value``."""
 
-    def __init__(self, scope: Construct, id: str, *, retain: bool) -> None:
+    def __init__(self, scope: Construct, id: str, *, removal_policy: RemovalPolicy) -> None:
         super().__init__(scope, id)
         self.dandi_api_key = secretsmanager.Secret(
             self,
@@ -24,7 +24,7 @@ class Secrets(Construct):
                 "--secret-id <DandiApiKeySecretArn> --secret-string <key>"
             ),
             secret_string_value=SecretValue.unsafe_plain_text(UNSET_SECRET_VALUE),
-            removal_policy=RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY,
+            removal_policy=removal_policy,
         )
         acknowledge(
             self.dandi_api_key,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from spikebatch.stack_outputs import OUTPUT_KEYS
 from stacks.compute import Compute
 from stacks.config import LOG_RETENTION_DAYS, SpikeBatchConfig
-from stacks.jobs import Jobs, job_definition_names
+from stacks.jobs import Jobs
 from stacks.network import Network
 from stacks.observability import Observability
 from stacks.registry import Registry
@@ -30,9 +30,11 @@ class SpikeBatchStack(Stack):
         super().__init__(scope, id, **kwargs)
         retention = getattr(logs.RetentionDays, LOG_RETENTION_DAYS[config.log_retention_days])
 
-        storage = Storage(self, "Storage", retain=config.retain)
-        registry = Registry(self, "Registry", retain=config.retain)
-        secrets = Secrets(self, "Secrets", retain=config.retain)
+        removal = RemovalPolicy.RETAIN if config.retain else RemovalPolicy.DESTROY
+
+        storage = Storage(self, "Storage", removal_policy=removal)
+        registry = Registry(self, "Registry", removal_policy=removal)
+        secrets = Secrets(self, "Secrets", removal_policy=removal)
         network = Network(self, "Network", mode=config.vpc_mode, flow_log_retention=retention)
         compute = Compute(
             self,
@@ -81,7 +83,7 @@ class SpikeBatchStack(Stack):
             priority_queue=compute.priority_queue,
             gpu_job_definition=jobs.gpu,
             cpu_job_definition=jobs.cpu,
-            job_definition_names=job_definition_names(self.stack_name),
+            job_definition_names=jobs.definition_names,
             job_events=observability.job_events,
             failure_topic=observability.failure_topic,
             job_log_group=jobs.log_group,
@@ -92,7 +94,7 @@ class SpikeBatchStack(Stack):
             powertools_layer_arn=config.powertools_layer_arn,
             log_level=config.lambda_log_level,
             log_retention=retention,
-            retain=config.retain,
+            removal_policy=removal,
         )
 
         outputs = {

@@ -30,18 +30,17 @@ class Storage(Construct):
         scope: Construct,
         id: str,
         *,
-        retain: bool,
+        removal_policy: RemovalPolicy,
         scratch_expiry_days: int = 7,
         access_log_expiry_days: int = 90,
     ) -> None:
         super().__init__(scope, id)
-        removal = RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY
         common = dict(
             encryption=s3.BucketEncryption.S3_MANAGED,
             enforce_ssl=True,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            removal_policy=removal,
+            removal_policy=removal_policy,
         )
         self.access_logs = s3.Bucket(
             self,

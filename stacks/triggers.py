@@ -72,7 +72,7 @@ class Triggers(Construct):
         powertools_layer_arn: str | None,
         log_level: str,
         log_retention: logs.RetentionDays,
-        retain: bool,
+        removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
@@ -86,7 +86,7 @@ class Triggers(Construct):
             ),
             time_to_live_attribute="expires_at",
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            removal_policy=RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY,
+            removal_policy=removal_policy,
         )
         layer_arn = powertools_layer_arn or ssm.StringParameter.value_for_string_parameter(
             self, POWERTOOLS_LAYER_PARAMETER.format(version=powertools_version)

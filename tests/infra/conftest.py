@@ -38,6 +38,24 @@ class Synthesized:
     def props(self, cfn_type: str) -> list[dict[str, Any]]:
         return [r["Properties"] for r in self.of_type(cfn_type).values()]
 
+    @property
+    def data_bucket_id(self) -> str:
+        """The data bucket: the one that logs its access (to the other bucket)."""
+        (bucket_id,) = [
+            k
+            for k, r in self.of_type("AWS::S3::Bucket").items()
+            if "LoggingConfiguration" in r["Properties"]
+        ]
+        return bucket_id
+
+    def function(self, service: str) -> tuple[str, dict[str, Any]]:
+        """(logical id, properties) of the Lambda with POWERTOOLS_SERVICE_NAME=service."""
+        for k, r in self.of_type("AWS::Lambda::Function").items():
+            env = r["Properties"].get("Environment", {}).get("Variables", {})
+            if env.get("POWERTOOLS_SERVICE_NAME") == service:
+                return k, r["Properties"]
+        raise AssertionError(f"no Lambda with POWERTOOLS_SERVICE_NAME={service}")
+
 
 @pytest.fixture(scope="session")
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:

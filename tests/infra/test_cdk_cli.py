@@ -6,13 +6,10 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.infra.build_inputs import require_build_inputs
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.infra.build_inputs import REPO_ROOT, cdk_json_context, require_build_inputs
 
 
 def test_npx_cdk_synth_works_offline_without_credentials(tmp_path):
@@ -42,9 +39,7 @@ def test_npx_cdk_synth_works_offline_without_credentials(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    stack_name = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]["spikebatch"][
-        "stack_name"
-    ]
+    stack_name = cdk_json_context()["spikebatch"]["stack_name"]
     template = json.loads((out / f"{stack_name}.template.json").read_text())
     assert "JobQueueArn" in template["Outputs"]
     manifest = json.loads((out / "manifest.json").read_text())

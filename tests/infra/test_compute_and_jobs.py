@@ -158,7 +158,7 @@ def test_job_definitions_retry_spot_reclaims_only_and_time_out(synthesized):
 
 
 def test_job_containers_get_the_worker_contract_defaults_and_scratch(synthesized):
-    bucket_id = next(iter(_data_bucket(synthesized)))
+    bucket_id = synthesized.data_bucket_id
     (secret_id,) = synthesized.of_type("AWS::SecretsManager::Secret")
     for suffix, sorter in (("gpu", "kilosort3"), ("cpu", "kilosort4")):
         container = _job_definition(synthesized, suffix)["ContainerProperties"]
@@ -209,14 +209,6 @@ def test_docker_build_context_holds_only_the_allowlisted_files(synthesized):
     }
     assert {"containers", "spikebatch", "pyproject.toml"} <= top
     assert not list(context.rglob("__pycache__"))
-
-
-def _data_bucket(synthesized) -> dict[str, dict]:
-    return {
-        k: r
-        for k, r in synthesized.of_type("AWS::S3::Bucket").items()
-        if "LoggingConfiguration" in r["Properties"]
-    }
 
 
 def _asset_manifest(synthesized) -> dict:

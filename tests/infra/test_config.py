@@ -6,16 +6,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import aws_cdk as cdk
 import pytest
 
 import app as cdk_app
 from stacks.config import ConfigError, SpikeBatchConfig, load_config
+from tests.infra.build_inputs import REPO_ROOT, cdk_json_context
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CDK_JSON_CONTEXT = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+CDK_JSON_CONTEXT = cdk_json_context()
 
 
 def test_cdk_json_holds_exactly_the_model_defaults():

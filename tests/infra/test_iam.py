@@ -38,21 +38,8 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
-def _data_bucket_id(synthesized) -> str:
-    (bucket_id,) = [
-        k
-        for k, r in synthesized.of_type("AWS::S3::Bucket").items()
-        if "LoggingConfiguration" in r["Properties"]
-    ]
-    return bucket_id
-
-
 def _function_role(synthesized, service_name: str) -> str:
-    for fn in synthesized.props("AWS::Lambda::Function"):
-        env = fn.get("Environment", {}).get("Variables", {})
-        if env.get("POWERTOOLS_SERVICE_NAME") == service_name:
-            return _ref_id(fn["Role"])
-    raise AssertionError(f"no Lambda with POWERTOOLS_SERVICE_NAME={service_name}")
+    return _ref_id(synthesized.function(service_name)[1]["Role"])
 
 
 def _queue_arns(synthesized) -> list[dict]:
@@ -77,7 +64,7 @@ def _job_definition_pattern(name: str) -> dict:
 
 
 def test_job_role_reads_inputs_writes_results_and_reads_only_the_dandi_secret(synthesized):
-    bucket = _data_bucket_id(synthesized)
+    bucket = synthesized.data_bucket_id
     (jd,) = [
         p
         for p in synthesized.props("AWS::Batch::JobDefinition")
@@ -179,7 +166,7 @@ def test_job_role_reads_configured_extra_input_buckets_and_stays_nag_clean():
 
 def test_submit_lambda_submits_only_to_this_apps_queues_and_job_definitions(synthesized):
     stack_name = synthesized.config.stack_name
-    bucket = _data_bucket_id(synthesized)
+    bucket = synthesized.data_bucket_id
     table = next(iter(synthesized.of_type("AWS::DynamoDB::Table")))
     statements = _by_sid(
         _role_statements(synthesized, _function_role(synthesized, "spikebatch-submit"))
@@ -219,7 +206,7 @@ def test_submit_lambda_submits_only_to_this_apps_queues_and_job_definitions(synt
 
 
 def test_run_record_lambda_writes_run_records_publishes_failures_describes_jobs(synthesized):
-    bucket = _data_bucket_id(synthesized)
+    bucket = synthesized.data_bucket_id
     (topic,) = synthesized.of_type("AWS::SNS::Topic")
     statements = _role_statements(synthesized, _function_role(synthesized, "spikebatch-run-record"))
     sids = _by_sid(statements)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import tomllib
-from pathlib import Path
 
 from aws_cdk import Token
 from aws_cdk.assertions import Template
 
 from stacks.spikebatch_stack import OUTPUT_KEYS
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.infra.build_inputs import REPO_ROOT
 
 
 def _buckets(synthesized) -> tuple[dict, dict]:
@@ -126,16 +124,8 @@ def test_s3_uploads_and_requests_trigger_the_submit_lambda(synthesized):
         assert c["LambdaFunctionArn"] == {"Fn::GetAtt": [submit, "Arn"]}
 
 
-def _function(synthesized, service: str) -> tuple[str, dict]:
-    for k, r in synthesized.of_type("AWS::Lambda::Function").items():
-        env = r["Properties"].get("Environment", {}).get("Variables", {})
-        if env.get("POWERTOOLS_SERVICE_NAME") == service:
-            return k, r["Properties"]
-    raise AssertionError(service)
-
-
 def test_submit_lambda_environment_is_the_documented_contract(synthesized):
-    _, fn = _function(synthesized, "spikebatch-submit")
+    _, fn = synthesized.function("spikebatch-submit")
     env = fn["Environment"]["Variables"]
     assert set(env) == {
         "DATA_BUCKET",
@@ -176,7 +166,7 @@ def test_submit_lambda_environment_is_the_documented_contract(synthesized):
 
 
 def test_run_record_lambda_environment_is_the_documented_contract(synthesized):
-    _, fn = _function(synthesized, "spikebatch-run-record")
+    _, fn = synthesized.function("spikebatch-run-record")
     assert set(fn["Environment"]["Variables"]) == {
         "DATA_BUCKET",
         "FAILURE_TOPIC_ARN",
@@ -198,7 +188,7 @@ def test_lambdas_run_python_3_12_on_x86_with_the_pinned_powertools_layer(synthes
     assert synthesized.config.powertools_version == pin
     parameters = synthesized.template["Parameters"]
     for service in ("spikebatch-submit", "spikebatch-run-record"):
-        _, fn = _function(synthesized, service)
+        _, fn = synthesized.function(service)
         assert fn["Runtime"] == "python3.12"
         assert fn["Architectures"] == ["x86_64"]
         assert fn["Handler"] == "handler.handler"
@@ -210,7 +200,7 @@ def test_lambdas_run_python_3_12_on_x86_with_the_pinned_powertools_layer(synthes
 
 
 def test_job_state_changes_of_our_queues_reach_the_run_record_lambda_and_the_log(synthesized):
-    run_record, _ = _function(synthesized, "spikebatch-run-record")
+    run_record, _ = synthesized.function("spikebatch-run-record")
     (rule,) = synthesized.props("AWS::Events::Rule")
     assert rule["EventPattern"] == {
         "source": ["aws.batch"],
