@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Self
@@ -155,7 +156,7 @@ class JobRequest(BaseModel):
                     f"asset paths are relative to the dandiset, without control characters: "
                     f"{bad[:3]!r}"
                 )
-            doubles = sorted({a for a in value if value.count(a) > 1})
+            doubles = sorted(a for a, n in Counter(value).items() if n > 1)
             if doubles:
                 raise ValueError(f"listed more than once: {doubles}")
             bad = [a for a in value if ".." in a.split("/")]

@@ -18,8 +18,9 @@ from spikebatch.submission import Deployment
 
 DEFAULT_STACK_NAME = "SpikeBatch"
 
-# Every OutputKey the stack publishes (stacks/spikebatch_stack.py imports this tuple, so
-# the two sides cannot drift), and the subset the CLI cannot work without.
+# The OutputKeys the stack must publish (stacks/spikebatch_stack.py imports this tuple, so
+# the two sides cannot drift; it publishes a few optional extras too, OPTIONAL_OUTPUTS),
+# and the subset the CLI cannot work without.
 OUTPUT_KEYS = (
     "DataBucketName",
     "JobQueueArn",

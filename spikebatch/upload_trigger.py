@@ -94,6 +94,9 @@ def _s3_object(bucket: Any, key: Any, version_id: Any, etag: Any, size: Any) -> 
         raise EventShapeError("the object key is not valid Unicode") from None
     if len(encoded) > 1024:
         raise EventShapeError("the object key is longer than S3 allows (1024 bytes)")
+    if isinstance(etag, str) and not (etag.isascii() and etag.isprintable()):
+        # It becomes an If-Match header, which cannot carry it; S3 ETags are hex digits.
+        raise EventShapeError("the ETag is not one S3 could have sent")
     return S3Object(
         bucket=bucket,
         key=key,

@@ -45,7 +45,7 @@ def fitting_instance_types(request: JobRequest) -> list[str]:
     spec = get_sorter(request.sorter)
     vcpus = request.resources.vcpus or spec.default_vcpus
     memory_gib = request.resources.memory_gib or spec.default_memory_gib
-    gpus = request.resources.gpus or (1 if request.needs_gpu else 0)
+    gpus = request.gpus
     return [
         name
         for name, s in INSTANCE_TYPES.items()
