@@ -19,7 +19,7 @@ from spikebatch.submission import Deployment
 DEFAULT_STACK_NAME = "SpikeBatch"
 
 # The OutputKeys the stack must publish (stacks/spikebatch_stack.py imports this tuple, so
-# the two sides cannot drift; it publishes a few optional extras too, OPTIONAL_OUTPUTS),
+# the two sides cannot drift; it also publishes optional extras such as ResourceLimits),
 # and the subset the CLI cannot work without.
 OUTPUT_KEYS = (
     "DataBucketName",
