@@ -14,6 +14,12 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # SIGINT/SIGTERM (e.g. a spot reclaim); run.json says failed
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: last line of the message``: an unexpected exception as one line for run.json."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}".strip()
+
+
 class WorkerError(RuntimeError):
     """An expected failure with a one-line message meant for the user (no traceback)."""
 

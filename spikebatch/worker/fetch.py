@@ -13,7 +13,6 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
 from urllib.parse import unquote, urlparse
 
 import requests
@@ -39,15 +38,6 @@ class ResolvedInput:
     expected_size: int | None = None
     digests: dict[str, str] = field(default_factory=dict)
     dandi_asset_id: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "url": self.url,
-            "expected_size": self.expected_size,
-            "digests": self.digests,
-            "dandi_asset_id": self.dandi_asset_id,
-        }
 
 
 def dandi_api_key(settings: WorkerSettings) -> str | None:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 from spikebatch import transfer
 from spikebatch.contract import Env, apply_array_child
 from spikebatch.worker import fetch as fetch_stage
-from spikebatch.worker.errors import ExitCode, StageError, WorkerError
+from spikebatch.worker.errors import ExitCode, StageError, WorkerError, one_line
 from spikebatch.worker.instance import detect_instance
 from spikebatch.worker.jobkw import job_kwargs
 from spikebatch.worker.manifest import new_record, now
@@ -104,8 +104,7 @@ class _Run:
             raise StageError(name, str(exc)) from exc
         except Exception as exc:
             log.exception("stage %s: unexpected error", name)
-            text = str(exc).strip().splitlines()
-            raise StageError(name, f"{type(exc).__name__}: {text[-1] if text else ''}") from exc
+            raise StageError(name, one_line(exc)) from exc
         finally:
             seconds = time.monotonic() - t0
             timings = self.record["timings_s"]
@@ -238,13 +237,13 @@ def _run_stages(job: _Run) -> None:
     job.checkpoint()
     with job.stage("postprocess"):
         analyzer = postprocess.analyze(sorting, traces, job.scratch / "analyzer", job.job_kwargs)
-        n_rows = postprocess.write_quality_metrics(analyzer, job.results / "quality_metrics.csv")
         metrics = postprocess.quality_metrics(analyzer)
+        postprocess.write_quality_metrics(metrics, job.results / "quality_metrics.csv")
         job.record["units"] = {
             "count": sorting.get_num_units(),
-            "quality_metrics_rows": n_rows,
+            "quality_metrics_rows": len(metrics),
             "snr_ge_5": int((metrics["snr"] >= 5).sum()) if "snr" in metrics else None,
-            "spikes": int(sum(len(sorting.get_unit_spike_train(u)) for u in sorting.unit_ids)),
+            "spikes": int(sorting.count_total_num_spikes()),
         }
     with job.stage("export"):
         sorting.save(folder=job.results / "sorting", overwrite=True)

@@ -69,9 +69,7 @@ def quality_metrics(analyzer: Any):
     return metrics
 
 
-def write_quality_metrics(analyzer: Any, path: Path) -> int:
-    """Write quality_metrics.csv; returns the row count (= units)."""
-    metrics = quality_metrics(analyzer)
+def write_quality_metrics(metrics: Any, path: Path) -> None:
+    """Write :func:`quality_metrics`' table (one row per unit) to quality_metrics.csv."""
     path.parent.mkdir(parents=True, exist_ok=True)
     metrics.to_csv(path)
-    return len(metrics)

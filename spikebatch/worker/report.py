@@ -84,6 +84,7 @@ def _units_summary(analyzer: Any, metrics: Any, title: str):
     positions = analyzer.get_channel_locations()
     locations = analyzer.get_extension("unit_locations").get_data()
     colors = dict(zip(unit_ids, _colors(max(n_units, 1)), strict=False))
+    t_ms = (np.arange(average.shape[1]) - templates.nbefore) / fs * 1e3
 
     ncols = 6
     nrows = max(1, math.ceil(n_units / ncols))
@@ -101,9 +102,6 @@ def _units_summary(analyzer: Any, metrics: Any, title: str):
     for k, u in enumerate(unit_ids):
         ax = fig.add_subplot(grid[k // ncols, 2 + k % ncols])
         i, ch = index_of[u], peak[u]
-        t_ms = (
-            (np.arange(average.shape[1]) - analyzer.get_extension("templates").nbefore) / fs * 1e3
-        )
         ax.fill_between(
             t_ms,
             average[i, :, ch] - std[i, :, ch],

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from spikebatch.worker.errors import SorterError
+from spikebatch.worker.errors import SorterError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +70,10 @@ def run_sort(
     except SpikeSortingError as exc:
         raise SorterError(f"{sorter} failed: {_last_line(str(exc), folder, sorter)}") from exc
     except Exception as exc:  # a wrapper raising before the sorter starts (bad geometry...)
-        raise SorterError(f"{sorter} failed: {_one_line(exc)}") from exc
+        raise SorterError(f"{sorter} failed: {one_line(exc)}") from exc
     sorting = sorting.remove_empty_units()
     log.info("sort: %d units", sorting.get_num_units())
     return sorting
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[-1] if text else ''}".strip()
 
 
 def _last_line(message: str, folder: Path, sorter: str) -> str:
