@@ -48,6 +48,20 @@ DEFAULT_DANDI_API_URL = "https://api.dandiarchive.org/api"
 DEFAULT_DANDISET_VERSION = "draft"
 DEFAULT_SCRATCH_DIR = "/scratch"
 
+# Key prefixes of the data bucket: the one home of the bucket layout. ``stacks/`` builds
+# the IAM grants and the S3 notifications from these, and the control plane and CLI write
+# and read under them, so the two sides cannot drift apart.
+REQUESTS_PREFIX = "requests/"  # job-request JSON files (S3 trigger)
+UPLOADS_PREFIX = "uploads/"  # raw .nwb uploads (S3 trigger)
+ERRORS_PREFIX = "errors/"  # why a request was rejected
+RUNS_PREFIX = "runs/"  # run records: request.json, status.json
+MANIFESTS_PREFIX = "manifests/"  # array-job manifests
+RESULTS_PREFIX = "results/"  # worker outputs (OUTPUT_URI)
+SCRATCH_PREFIX = "scratch/"  # expires after a week
+
+# Batch job tag carrying the run id; state changes are mapped back to runs with it.
+RUN_ID_TAG = "spikebatch:run-id"
+
 # What the stack's DANDI key secret holds until the user puts a real key in it: the
 # worker reads it as "no key" (sending it to DANDI would fail even public downloads).
 UNSET_SECRET_VALUE = "UNSET"

@@ -13,15 +13,16 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from spikebatch.contract import DEFAULT_SCRATCH_DIR, IMAGE_VAR, Env
-from stacks.nag import acknowledge
-from stacks.storage import (
+from spikebatch.contract import (
+    DEFAULT_SCRATCH_DIR,
+    IMAGE_VAR,
     MANIFESTS_PREFIX,
     RESULTS_PREFIX,
     UPLOADS_PREFIX,
-    allow_list_prefixes,
-    allow_object_prefixes,
+    Env,
 )
+from stacks.nag import acknowledge
+from stacks.storage import allow_list_prefixes, allow_object_prefixes
 
 SCRATCH_VOLUME = "scratch"
 # Spot reclaims end a job with this status reason: retry those, exit on anything else.

@@ -1,8 +1,10 @@
 """Lambda packaging without Docker: the handler plus the pure-Python spikebatch core.
 
-The asset holds ``lambdas/<name>/*.py`` at its root (handler ``handler.handler``) and
-every top-level ``spikebatch/*.py`` module as a ``spikebatch`` package, never
-``spikebatch/worker`` or ``spikebatch/cli`` (they need SpikeInterface / typer).
+The asset holds ``lambdas/<name>/*.py`` at its root (handler ``handler.handler``), the
+shared contract (every top-level ``spikebatch/*.py`` module) and the control plane
+(``spikebatch/control/``) as a ``spikebatch`` package; never the data plane
+(``spikebatch/worker``, ``spikebatch/transfer``) or ``spikebatch/cli``, which need
+SpikeInterface, typer or the docker SDK.
 pydantic and Powertools come from the Powertools layer; boto3 from the runtime.
 """
 
@@ -19,6 +21,8 @@ from aws_cdk import aws_lambda as lambda_
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDAS_DIR = REPO_ROOT / "lambdas"
 CORE_PACKAGE = REPO_ROOT / "spikebatch"
+#: Subpackages of ``spikebatch`` the Lambdas carry (pure Python on boto3 + Powertools).
+LAMBDA_SUBPACKAGES = ("control",)
 HANDLER = "handler.handler"
 
 
@@ -33,10 +37,11 @@ def stage_lambda_asset(name: str, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for module in sorted(source.glob("*.py")):
         shutil.copyfile(module, dest / module.name)
-    package = dest / CORE_PACKAGE.name
-    package.mkdir(exist_ok=True)
-    for module in sorted(CORE_PACKAGE.glob("*.py")):
-        shutil.copyfile(module, package / module.name)
+    for folder in (CORE_PACKAGE, *(CORE_PACKAGE / sub for sub in LAMBDA_SUBPACKAGES)):
+        package = dest / folder.relative_to(REPO_ROOT)
+        package.mkdir(parents=True, exist_ok=True)
+        for module in sorted(folder.glob("*.py")):
+            shutil.copyfile(module, package / module.name)
     return dest
 
 

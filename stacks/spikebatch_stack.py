@@ -9,7 +9,7 @@ from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from spikebatch.stack_outputs import OUTPUT_KEYS
+from spikebatch.control.stack_outputs import OUTPUT_KEYS
 from stacks.compute import Compute
 from stacks.config import LOG_RETENTION_DAYS, SpikeBatchConfig
 from stacks.jobs import Jobs

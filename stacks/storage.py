@@ -9,17 +9,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from spikebatch.contract import SCRATCH_PREFIX
 from stacks.nag import acknowledge_object_prefixes
-
-# Key prefixes of the data bucket (README "Deploy" and DESIGN.md). One home: the
-# triggers, the job role and the IAM tests read them from here.
-REQUESTS_PREFIX = "requests/"
-UPLOADS_PREFIX = "uploads/"
-ERRORS_PREFIX = "errors/"
-RUNS_PREFIX = "runs/"
-MANIFESTS_PREFIX = "manifests/"
-RESULTS_PREFIX = "results/"
-SCRATCH_PREFIX = "scratch/"
 
 
 class Storage(Construct):

@@ -23,18 +23,17 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from stacks.cfn_tidy import drop_role_depends_on
-from stacks.lambda_asset import HANDLER, lambda_code
-from stacks.nag import acknowledge, arn_finding
-from stacks.storage import (
+from spikebatch.contract import (
     ERRORS_PREFIX,
     MANIFESTS_PREFIX,
     REQUESTS_PREFIX,
     RUNS_PREFIX,
     UPLOADS_PREFIX,
-    allow_list_prefixes,
-    allow_object_prefixes,
 )
+from stacks.cfn_tidy import drop_role_depends_on
+from stacks.lambda_asset import HANDLER, lambda_code
+from stacks.nag import acknowledge, arn_finding
+from stacks.storage import allow_list_prefixes, allow_object_prefixes
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 # Public SSM parameters that Powertools publishes per release: CloudFormation resolves

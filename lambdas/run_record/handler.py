@@ -10,7 +10,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from spikebatch import batch_events
+from spikebatch.control import batch_events
 
 logger = Logger()
 logging.getLogger("spikebatch")

@@ -1,4 +1,4 @@
-"""S3 upload → AWS Batch. Thin: the logic is ``spikebatch.upload_trigger`` (tested directly)."""
+"""S3 upload → AWS Batch. Thin: the logic is ``spikebatch.control.upload_trigger`` (tested directly)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from spikebatch import upload_trigger
+from spikebatch.control import upload_trigger
 
 logger = Logger()
 logging.getLogger("spikebatch")

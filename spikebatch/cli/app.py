@@ -19,19 +19,21 @@ import typer
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 
-from spikebatch import aws, runs, submission
+from spikebatch import aws
 from spikebatch.cli import render
 from spikebatch.cli.estimates import RecordingSize, estimate_runs
 from spikebatch.contract import DEFAULT_DANDI_API_URL
-from spikebatch.dandi_assets import DandiAsset, DandiLookupError, resolve_request_assets
-from spikebatch.request import JobRequest, RequestError, parse_request
-from spikebatch.stack_outputs import (
+from spikebatch.control import records, submission
+from spikebatch.control.dandi_assets import DandiAsset, DandiLookupError, resolve_request_assets
+from spikebatch.control.job_status import TERMINAL
+from spikebatch.control.request import JobRequest, RequestError, parse_request
+from spikebatch.control.stack_outputs import (
     DEFAULT_STACK_NAME,
     StackNotFoundError,
     StackOutputs,
     load_stack_outputs,
 )
-from spikebatch.submission import DeploymentConfigError, plan_submission
+from spikebatch.control.submission import DeploymentConfigError, plan_submission
 
 app = typer.Typer(
     name="spikebatch",
@@ -52,7 +54,7 @@ _DOMAIN_ERRORS = (
     StackNotFoundError,
     DandiLookupError,
     DeploymentConfigError,
-    runs.RunNotFoundError,
+    records.RunNotFoundError,
     ValueError,
     ClientError,
     BotoCoreError,
@@ -365,27 +367,27 @@ def status(
     with _domain_errors():
         stack = _deployed_stack(stack_name, region)
         if run_id is None:
-            records = runs.load_runs(stack.bucket, runs.list_run_ids(stack.bucket))
-            live = runs.live_statuses([r.job_id for r in records if r.state not in runs.TERMINAL])
-            render.run_table(out, records, live)
+            found = records.load_runs(stack.bucket, records.list_run_ids(stack.bucket))
+            live = records.live_statuses([r.job_id for r in found if r.state not in TERMINAL])
+            render.run_table(out, found, live)
             return
-        record = runs.load_run(stack.bucket, run_id)
-        children = runs.load_runs(stack.bucket, [c["run_id"] for c in record.children])
-        live = runs.live_statuses([r.job_id for r in [record, *children]])
+        record = records.load_run(stack.bucket, run_id)
+        children = records.load_runs(stack.bucket, [c["run_id"] for c in record.children])
+        live = records.live_statuses([r.job_id for r in [record, *children]])
         render.run_detail(out, record, children, live)
 
 
-def _submitted_run(bucket: str, run_id: str) -> runs.RunRecord:
-    record = runs.load_run(bucket, run_id)
+def _submitted_run(bucket: str, run_id: str) -> records.RunRecord:
+    record = records.load_run(bucket, run_id)
     if record.job_id is None:
         raise ValueError(f"{run_id} has no Batch job: its submission did not go through")
     return record
 
 
-def _log_targets(bucket: str, run_id: str) -> list[runs.RunRecord]:
-    record = runs.load_run(bucket, run_id)
+def _log_targets(bucket: str, run_id: str) -> list[records.RunRecord]:
+    record = records.load_run(bucket, run_id)
     if record.children:
-        return runs.load_runs(bucket, [c["run_id"] for c in record.children])
+        return records.load_runs(bucket, [c["run_id"] for c in record.children])
     return [record]
 
 
@@ -405,7 +407,7 @@ def logs(
         targets = _log_targets(stack.bucket, run_id)
         tokens: dict[str, str | None] = {}
         while True:
-            live = runs.live_statuses([t.job_id for t in targets])
+            live = records.live_statuses([t.job_id for t in targets])
             for target in targets:
                 summary = live.get(target.job_id) or target.status or {}
                 stream = summary.get("log_stream") or (target.status or {}).get("log_stream")
@@ -418,8 +420,7 @@ def logs(
                     stack.log_group_name, stream, tokens.get(target.run_id), prefix
                 )
             done = all(
-                t.job_id is None
-                or (live.get(t.job_id) or {}).get("status", t.state) in runs.TERMINAL
+                t.job_id is None or (live.get(t.job_id) or {}).get("status", t.state) in TERMINAL
                 for t in targets
             )
             if not follow or done:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spikebatch import cost
+from spikebatch.control.request import JobRequest
 from spikebatch.instances import INSTANCE_TYPES
-from spikebatch.request import JobRequest
 from spikebatch.sorters import get_sorter
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from spikebatch.request import JobRequest
-from spikebatch.submission import local_environment
+from spikebatch.control.request import JobRequest
+from spikebatch.control.submission import local_environment
 
 
 def run_locally(request: JobRequest, output: Path) -> int:

@@ -25,9 +25,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from spikebatch import aws, runs
+from spikebatch import aws
 from spikebatch.cli.estimates import RunEstimate
-from spikebatch.submission import SubmissionPlan, SubmittedJob
+from spikebatch.control.job_status import TERMINAL
+from spikebatch.control.records import RunRecord, live_statuses
+from spikebatch.control.submission import SubmissionPlan, SubmittedJob
 
 
 def _json(console: Console, data: Any) -> None:
@@ -103,10 +105,10 @@ def estimates(console: Console, rows: list[RunEstimate]) -> None:
     )
 
 
-def _state(record: runs.RunRecord, live: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _state(record: RunRecord, live: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The recorded outcome once there is one (it carries Batch's reasons); else Batch's
     current view; else the last recorded state change."""
-    if record.status and record.status.get("status") in runs.TERMINAL:
+    if record.status and record.status.get("status") in TERMINAL:
         return record.status
     return live.get(record.job_id) or record.status or {"status": record.state}
 
@@ -122,9 +124,7 @@ def _reason(state: dict[str, Any], *, short: bool = False) -> str:
     return f"{kind}: {reason}" if kind else reason
 
 
-def run_table(
-    console: Console, records: list[runs.RunRecord], live: dict[str, dict[str, Any]]
-) -> None:
+def run_table(console: Console, records: list[RunRecord], live: dict[str, dict[str, Any]]) -> None:
     if not records:
         console.print("No runs yet. Start one with `spikebatch submit`.", markup=False)
         return
@@ -152,8 +152,8 @@ def run_table(
 
 def run_detail(
     console: Console,
-    record: runs.RunRecord,
-    children: list[runs.RunRecord],
+    record: RunRecord,
+    children: list[RunRecord],
     live: dict[str, dict[str, Any]],
 ) -> None:
     state = _state(record, live)
@@ -176,7 +176,7 @@ def run_detail(
 
 
 def wait_progress(
-    console: Console, record: runs.RunRecord, *, interval: float, timeout: float | None
+    console: Console, record: RunRecord, *, interval: float, timeout: float | None
 ) -> dict[str, Any] | None:
     """Poll Batch until the run ends; the final summary, or None on timeout."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -187,7 +187,7 @@ def wait_progress(
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(record.run_id, total=len(record.children) or None)
         while True:
-            live = runs.live_statuses([record.job_id]).get(record.job_id)
+            live = live_statuses([record.job_id]).get(record.job_id)
             state = live or record.status or {"status": record.state}
             summary = (live or {}).get("array") or {}
             finished = summary.get("SUCCEEDED", 0) + summary.get("FAILED", 0)
@@ -196,7 +196,7 @@ def wait_progress(
                 description=f"{record.run_id} {state.get('status')}",
                 completed=finished if record.children else None,
             )
-            if state.get("status") in runs.TERMINAL:
+            if state.get("status") in TERMINAL:
                 return state
             if deadline is not None and time.monotonic() >= deadline:
                 return None

@@ -14,14 +14,18 @@ LAMBDAS = ("submit", "run_record")
 
 
 @pytest.mark.parametrize("name", LAMBDAS)
-def test_asset_holds_the_handler_and_only_the_top_level_core_modules(name, tmp_path):
+def test_asset_holds_the_handler_the_contract_and_the_control_plane_only(name, tmp_path):
     if not (LAMBDAS_DIR / name / "handler.py").is_file():
         pytest.skip(f"lambdas/{name}/handler.py not written yet")
     staged = stage_lambda_asset(name, tmp_path / name)
     assert (staged / "handler.py").read_bytes() == (LAMBDAS_DIR / name / "handler.py").read_bytes()
     package = staged / "spikebatch"
-    assert {p.name for p in package.iterdir()} == {p.name for p in CORE_PACKAGE.glob("*.py")}
-    assert not (package / "worker").exists() and not (package / "cli").exists()
+    modules = {p.name for p in CORE_PACKAGE.glob("*.py")}
+    assert {p.name for p in package.iterdir()} == modules | {"control"}
+    control = {p.name for p in (CORE_PACKAGE / "control").glob("*.py")}
+    assert {p.name for p in (package / "control").iterdir()} == control
+    for data_plane_or_cli in ("worker", "transfer", "cli"):
+        assert not (package / data_plane_or_cli).exists()
 
 
 @pytest.mark.parametrize("name", LAMBDAS)

@@ -160,7 +160,7 @@ def test_submit_lambda_environment_is_the_documented_contract(synthesized):
     }
     assert env["DEFAULT_SORTER"] == "kilosort3"
     # ... and the submit path's own model reads it.
-    from spikebatch.request import ResourceLimits
+    from spikebatch.control.request import ResourceLimits
 
     assert ResourceLimits.from_json(env["RESOURCE_LIMITS"]) == ResourceLimits(16, 64.0, 1)
 

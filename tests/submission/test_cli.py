@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from spikebatch import batch_events, cost
+from spikebatch import cost
 from spikebatch.cli import app
-from spikebatch.request import parse_request
-from spikebatch.runs import classify_failure
-from spikebatch.stack_outputs import REQUIRED_OUTPUTS, load_stack_outputs
-from spikebatch.submission import plan_submission
+from spikebatch.control import batch_events
+from spikebatch.control.job_status import classify_failure
+from spikebatch.control.request import parse_request
+from spikebatch.control.stack_outputs import REQUIRED_OUTPUTS, load_stack_outputs
+from spikebatch.control.submission import plan_submission
 from tests.submission.conftest import BUCKET, LOG_GROUP, FakeStack, client, load_event
 from tests.support.dandi_server import FakeDandiArchive
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from spikebatch import dandi_assets
-from spikebatch.dandi_assets import DandiLookupError, get_assets, glob_assets
+from spikebatch.control import dandi_assets
+from spikebatch.control.dandi_assets import DandiLookupError, get_assets, glob_assets
 from tests.support.dandi_server import FakeDandiArchive
 
 

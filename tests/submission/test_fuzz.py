@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikebatch.request import MAX_REQUEST_BYTES, JobRequest
+from spikebatch.control.request import MAX_REQUEST_BYTES, JobRequest
 from spikebatch.sorters import SORTERS
 from tests.submission.conftest import BUCKET, FakeStack, Invoke, load_event
 from tests.submission.lambda_support import upload_event

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spikebatch import idempotency
+from spikebatch.control import idempotency
 from tests.submission.conftest import FakeStack, client
 
 KEY = "s3://bucket/requests/a.json#etag"

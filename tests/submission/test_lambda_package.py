@@ -82,7 +82,9 @@ def test_handler_runs_from_its_asset_alone(
     name: str, status: str, runtime_site: Path, tmp_path: Path
 ) -> None:
     asset = lambda_asset.stage_lambda_asset(name, tmp_path / name)
-    assert (asset / "handler.py").is_file() and (asset / "spikebatch" / "request.py").is_file()
+    assert (asset / "handler.py").is_file() and (
+        asset / "spikebatch" / "control" / "request.py"
+    ).is_file()
     assert not (asset / "spikebatch" / "cli").exists()
     probe = subprocess.run(
         [

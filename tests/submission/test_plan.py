@@ -7,10 +7,15 @@ import re
 
 import pytest
 
-from spikebatch.contract import ARRAY_INDEX_VAR, apply_array_child, dandi_source, derive_run_id
-from spikebatch.request import RequestError, ResourceLimits, parse_request
-from spikebatch.runs import RUN_ID_TAG
-from spikebatch.submission import Deployment, batch_job_name, plan_submission
+from spikebatch.contract import (
+    ARRAY_INDEX_VAR,
+    RUN_ID_TAG,
+    apply_array_child,
+    dandi_source,
+    derive_run_id,
+)
+from spikebatch.control.request import RequestError, ResourceLimits, parse_request
+from spikebatch.control.submission import Deployment, batch_job_name, plan_submission
 
 DEPLOYMENT = Deployment(
     bucket="data-bucket",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from spikebatch.request import (
+from spikebatch.control.request import (
     MAX_REQUEST_BYTES,
     JobRequest,
     RequestError,

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from spikebatch import submission
-from spikebatch.request import parse_request
-from spikebatch.runs import log_console_url
-from spikebatch.submission import Deployment, SubmittedJob, plan_submission
+from spikebatch.control import submission
+from spikebatch.control.job_status import log_console_url
+from spikebatch.control.request import parse_request
+from spikebatch.control.submission import Deployment, SubmittedJob, plan_submission
 from tests.submission.conftest import LOG_GROUP, REGION, FakeStack, Invoke, load_event
 from tests.submission.lambda_support import FakeLambdaContext, capture_logs, log_lines
 

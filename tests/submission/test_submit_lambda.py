@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from spikebatch import aws, runs
+from spikebatch import aws
 from spikebatch.contract import dandi_source, derive_run_id
+from spikebatch.control import records, submission
 from tests.submission.conftest import BUCKET, FakeStack, Invoke, client
 from tests.submission.lambda_support import (
     capture_logs,
@@ -261,14 +262,14 @@ def test_requests_without_a_sorter_get_the_stacks_default(
 def test_after_submit_job_succeeds_nothing_can_cause_a_second_job(
     lambda_env: FakeStack, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write = runs.write_submitted
+    real_write = submission.write_submitted
 
     def records_unwritable_once_submitted(plan: Any, job: Any, **kwargs: Any) -> None:
         if job is not None:
             raise ClientError({"Error": {"Code": "SlowDown", "Message": "S3 slow"}}, "PutObject")
         real_write(plan, job, **kwargs)
 
-    monkeypatch.setattr(runs, "write_submitted", records_unwritable_once_submitted)
+    monkeypatch.setattr(submission, "write_submitted", records_unwritable_once_submitted)
     event = upload_event("uploads/records.nwb", b"nwb")
     [outcome] = invoke(event)["results"]
     assert outcome["status"] == "submitted"
@@ -291,5 +292,5 @@ def test_a_failed_submit_leaves_a_record_that_says_so(
     with pytest.raises(ClientError):
         invoke(upload_event("uploads/refused.nwb", b"nwb"))
     [key] = lambda_env.keys("runs/")
-    record = runs.load_run(BUCKET, key.split("/")[1])
+    record = records.load_run(BUCKET, key.split("/")[1])
     assert record.job_id is None and record.state == "NOT SUBMITTED"

@@ -23,22 +23,19 @@ from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Eve
 from botocore.exceptions import ClientError
 
 from spikebatch import aws
-from spikebatch.dandi_assets import DandiLookupError, resolve_request_assets
-from spikebatch.idempotency import claim_once, settle
-from spikebatch.request import (
+from spikebatch.contract import ERRORS_PREFIX, REQUESTS_PREFIX, UPLOADS_PREFIX
+from spikebatch.control.dandi_assets import DandiLookupError, resolve_request_assets
+from spikebatch.control.idempotency import claim_once, settle
+from spikebatch.control.request import (
     MAX_REQUEST_BYTES,
     FieldError,
     JobRequest,
     RequestError,
     parse_request,
 )
-from spikebatch.submission import Deployment, plan_submission, submit
+from spikebatch.control.submission import Deployment, plan_submission, submit
 
 log = logging.getLogger(__name__)
-
-REQUESTS_PREFIX = "requests/"
-UPLOADS_PREFIX = "uploads/"
-ERRORS_PREFIX = "errors/"
 
 
 @dataclass(frozen=True, slots=True)

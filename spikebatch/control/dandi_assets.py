@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spikebatch.contract import DEFAULT_DANDI_API_URL
-from spikebatch.request import JobRequest
+from spikebatch.control.request import JobRequest
 
 PAGE_SIZE = 1000
 TIMEOUT_S = 30.0

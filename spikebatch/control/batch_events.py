@@ -1,7 +1,7 @@
 """EventBridge "Batch Job State Change" → run record: the run-record Lambda's logic.
 
 Parsing uses Powertools' ``EventBridgeEvent`` (so this module is Lambda-side only; the CLI
-reads records through :mod:`spikebatch.runs`). Malformed or foreign events are answered
+reads records through :mod:`spikebatch.control.records`). Malformed or foreign events are answered
 with an outcome, never an exception.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 
-from spikebatch.runs import RecordSettings, record_state_change
+from spikebatch.control.state_changes import RecordSettings, record_state_change
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 
 from spikebatch import aws
-from spikebatch.request import ResourceLimits
-from spikebatch.submission import Deployment
+from spikebatch.control.request import ResourceLimits
+from spikebatch.control.submission import Deployment
 
 DEFAULT_STACK_NAME = "SpikeBatch"
 

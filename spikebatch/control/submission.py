@@ -1,4 +1,4 @@
-"""Turn a validated :class:`~spikebatch.request.JobRequest` into AWS Batch jobs.
+"""Turn a validated :class:`~spikebatch.control.request.JobRequest` into AWS Batch jobs.
 
 Planning (run ids, env overrides, queue and job definition, array manifest) is a pure
 function so the CLI's ``--dry-run`` prints exactly what :func:`submit` sends. Several
@@ -20,27 +20,26 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from spikebatch import aws
-from spikebatch import runs as run_records
 from spikebatch.contract import (
     DEFAULT_DANDI_API_URL,
+    MANIFESTS_PREFIX,
+    RESULTS_PREFIX,
+    RUN_ID_TAG,
     Env,
     dandi_source,
     derive_run_id,
 )
-from spikebatch.request import (
+from spikebatch.control.records import now, put_records
+from spikebatch.control.request import (
     FieldError,
     JobRequest,
     RequestError,
     ResourceLimits,
     parse_request,
 )
-from spikebatch.runs import RUN_ID_TAG
 from spikebatch.sorters import DEFAULT_SORTER
 
 log = logging.getLogger(__name__)
-
-RESULTS_PREFIX = "results"
-MANIFESTS_PREFIX = "manifests"
 
 
 class DeploymentConfigError(RuntimeError):
@@ -88,7 +87,7 @@ class Deployment:
 
     def output_uri(self, output_prefix: str | None) -> str:
         """``OUTPUT_URI`` for a request: ``s3://<bucket>/results[/<output_prefix>]``."""
-        parts = [RESULTS_PREFIX, *([output_prefix] if output_prefix else [])]
+        parts = [RESULTS_PREFIX.rstrip("/"), *([output_prefix] if output_prefix else [])]
         return f"s3://{self.bucket}/{'/'.join(parts)}"
 
 
@@ -232,7 +231,7 @@ def plan_submission(
     manifest_key = manifest = None
     if is_array:
         manifest = [{**run.input_env, Env.RUN_ID.value: run.run_id} for run in runs]
-        manifest_key = f"{MANIFESTS_PREFIX}/{run_id}.json"
+        manifest_key = f"{MANIFESTS_PREFIX}{run_id}.json"
         env[Env.ARRAY_MANIFEST_URI.value] = f"s3://{deployment.bucket}/{manifest_key}"
     else:
         env.update(runs[0].input_env)
@@ -280,6 +279,52 @@ def local_environment(
     return env | {Env.RUN_ID.value: runs[0].run_id}
 
 
+def write_submitted(
+    plan: SubmissionPlan, job: SubmittedJob | None, *, bucket: str, submitted_by: str
+) -> None:
+    """``runs/<run-id>/request.json`` for the job and, for arrays, for each child.
+
+    Written once before SubmitJob (``job`` None: the run exists but has no Batch job yet)
+    and again with the job id, so a failure in between never loses the request.
+    """
+    request = plan.request.model_dump(mode="json", exclude_none=True)
+    base = {
+        "request": request,
+        "job_queue": plan.submit_job["jobQueue"],
+        "job_name": plan.submit_job["jobName"],
+        "output_uri": plan.output_uri,
+        "submitted_by": submitted_by,
+        "submitted_at": now(),
+    }
+    records: list[dict[str, Any]] = []
+    if plan.is_array:
+        children = [
+            {"run_id": r.run_id, "array_index": r.array_index, "source": r.source}
+            for r in plan.runs
+        ]
+        records.append(
+            {
+                **base,
+                "run_id": plan.run_id,
+                "job_id": job.job_id if job else None,
+                "children": children,
+            }
+        )
+    for run in plan.runs:
+        record = {
+            **base,
+            "run_id": run.run_id,
+            "source": run.source,
+            "job_id": job.child_job_id(run) if job else None,
+            "results_uri": f"{plan.output_uri}/{run.run_id}/",
+        }
+        if run.array_index is not None:
+            record |= {"parent_run_id": plan.run_id, "array_index": run.array_index}
+        records.append(record)
+    # An array of thousands must fit the submit Lambda's time limit: PUTs in parallel.
+    put_records(bucket, records, "request.json")
+
+
 def submit(
     plan: SubmissionPlan,
     deployment: Deployment,
@@ -295,7 +340,7 @@ def submit(
     """
     s3 = aws.client("s3", region=region)
     records = functools.partial(
-        run_records.write_submitted, plan, bucket=deployment.bucket, submitted_by=submitted_by
+        write_submitted, plan, bucket=deployment.bucket, submitted_by=submitted_by
     )
     records(None)
     if plan.manifest_key is not None:

@@ -1,0 +1,126 @@
+"""Run records under ``runs/<run-id>/``: what was submitted and what Batch says happened.
+
+``request.json`` is written at submission (CLI or S3 trigger, :mod:`.submission`);
+``status.json`` is kept up to date by the run-record Lambda (:mod:`.state_changes`), so
+failures that happen before the container starts (image pull, out of memory, timeout, a
+job cancelled while stuck in RUNNABLE, a spot reclaim) still reach ``spikebatch status``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from spikebatch import aws
+from spikebatch.contract import RUNS_PREFIX
+from spikebatch.control.job_status import summarize_job
+
+log = logging.getLogger(__name__)
+
+
+def record_key(run_id: str, name: str) -> str:
+    return f"{RUNS_PREFIX}{run_id}/{name}"
+
+
+def put_json(bucket: str, key: str, data: Any) -> None:
+    aws.client("s3").put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=json.dumps(data, indent=1, sort_keys=True, default=str).encode(),
+        ContentType="application/json",
+    )
+
+
+def get_json(bucket: str, key: str) -> Any | None:
+    try:
+        body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
+            return None
+        raise
+    return json.loads(body)
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def put_records(bucket: str, records: list[dict[str, Any]], name: str) -> None:
+    """Write ``runs/<record['run_id']>/<name>`` for every record, 16 PUTs at a time."""
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda r: put_json(bucket, record_key(r["run_id"], name), r), records))
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """What ``runs/<run-id>/`` holds: the submission and the latest Batch status."""
+
+    run_id: str
+    submitted: dict[str, Any]
+    status: dict[str, Any] | None
+
+    @property
+    def job_id(self) -> str | None:
+        """None while (or if) SubmitJob has not succeeded."""
+        job_id = self.submitted.get("job_id")
+        return str(job_id) if job_id else None
+
+    @property
+    def children(self) -> list[dict[str, Any]]:
+        return list(self.submitted.get("children") or [])
+
+    @property
+    def state(self) -> str:
+        if self.status and self.status.get("status"):
+            return str(self.status["status"])
+        return "SUBMITTED" if self.job_id else "NOT SUBMITTED"
+
+
+class RunNotFoundError(LookupError):
+    pass
+
+
+def load_run(bucket: str, run_id: str) -> RunRecord:
+    submitted = get_json(bucket, record_key(run_id, "request.json"))
+    if submitted is None:
+        raise RunNotFoundError(
+            f"no run {run_id!r} in s3://{bucket}/{RUNS_PREFIX} (see `spikebatch status`)"
+        )
+    return RunRecord(run_id, submitted, get_json(bucket, record_key(run_id, "status.json")))
+
+
+def load_runs(bucket: str, run_ids: list[str]) -> list[RunRecord]:
+    """Several records at once (S3 GETs in parallel; boto3 clients are thread-safe)."""
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(lambda run_id: load_run(bucket, run_id), run_ids))
+
+
+def list_run_ids(bucket: str) -> list[str]:
+    """Every run id with a record under ``runs/``, sorted."""
+    paginator = aws.client("s3").get_paginator("list_objects_v2")
+    ids: list[str] = []
+    for page in paginator.paginate(Bucket=bucket, Prefix=RUNS_PREFIX, Delimiter="/"):
+        ids += [p["Prefix"].split("/")[1] for p in page.get("CommonPrefixes", [])]
+    return sorted(ids)
+
+
+def live_statuses(job_ids: list[str | None]) -> dict[str, dict[str, Any]]:
+    """Batch's own view of ``job_ids`` (DescribeJobs, 100 at a time), summarized."""
+    job_ids = [j for j in job_ids if j]
+    batch = aws.client("batch")
+    out: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(job_ids), 100):
+        for job in batch.describe_jobs(jobs=job_ids[start : start + 100])["jobs"]:
+            out[job["jobId"]] = summarize_job(job) | {
+                "array": job.get("arrayProperties", {}).get("statusSummary")
+            }
+    return out
+
+
+# -- state-change events → status.json --------------------------------------------------

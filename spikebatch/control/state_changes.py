@@ -1,0 +1,149 @@
+"""Batch job state changes -> ``runs/<run-id>/status.json``, and one SNS message per failure.
+
+The run-record Lambda's logic (:mod:`.batch_events` parses the event). Events arrive out
+of order and more than once; a late or repeated event never overwrites an outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from spikebatch import aws
+from spikebatch.contract import RUN_ID_TAG
+from spikebatch.control.idempotency import claim_once
+from spikebatch.control.job_status import TERMINAL, log_console_url, summarize_job
+from spikebatch.control.records import get_json, now, put_json, record_key
+
+log = logging.getLogger(__name__)
+
+_RANK = {s: i for i, s in enumerate(("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"))}
+_RANK |= {"SUCCEEDED": 10, "FAILED": 10}
+_HISTORY_LIMIT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSettings:
+    """Where the run-record Lambda writes: its environment, typed."""
+
+    bucket: str
+    log_group: str
+    region: str
+    topic_arn: str | None = None
+    idempotency_table: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RecordSettings:
+        missing = [v for v in ("DATA_BUCKET", "LOG_GROUP_NAME") if not env.get(v)]
+        if missing:
+            raise RuntimeError(f"missing environment variables: {', '.join(missing)}")
+        return cls(
+            bucket=env["DATA_BUCKET"],
+            log_group=env["LOG_GROUP_NAME"],
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            topic_arn=env.get("FAILURE_TOPIC_ARN") or None,
+            idempotency_table=env.get("IDEMPOTENCY_TABLE") or None,
+        )
+
+
+def _run_id_of(detail: Mapping[str, Any]) -> str | None:
+    tags = detail.get("tags") or {}
+    if RUN_ID_TAG in tags:
+        return str(tags[RUN_ID_TAG])
+    # Array children may arrive without the parent's tags: ask Batch about the parent.
+    parent_id = str(detail.get("jobId", "")).split(":")[0]
+    if not parent_id:
+        return None
+    jobs = aws.client("batch").describe_jobs(jobs=[parent_id])["jobs"]
+    return (jobs[0].get("tags") or {}).get(RUN_ID_TAG) if jobs else None
+
+
+def _is_newer(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+    """Events arrive out of order; a retry restarts the sequence with one more attempt."""
+    if old is None:
+        return True
+
+    def order(s: Mapping[str, Any]) -> tuple[int, int]:
+        return (int(s.get("attempts") or 0), _RANK.get(str(s.get("status")), -1))
+
+    if old.get("status") in TERMINAL and new.get("status") not in TERMINAL:
+        return False
+    return order(new) >= order(old)
+
+
+def record_state_change(
+    detail: Mapping[str, Any], settings: RecordSettings, *, event_time: str | None = None
+) -> dict[str, Any] | None:
+    """Update ``runs/<run-id>/status.json`` from one Batch state change; notify on FAILED.
+
+    Returns the status written, or None for jobs spikebatch did not submit.
+    """
+    tagged = _run_id_of(detail)
+    if tagged is None:
+        return None
+    index = (detail.get("arrayProperties") or {}).get("index")
+    run_id, parent = tagged, None
+    if index is not None:
+        parent_record = get_json(settings.bucket, record_key(tagged, "request.json")) or {}
+        children = {c["array_index"]: c["run_id"] for c in parent_record.get("children", [])}
+        if index not in children:
+            log.warning("array child %s of %s has no run record", index, tagged)
+            return None
+        run_id, parent = children[index], tagged
+    summary = summarize_job(detail)
+    status = {
+        "run_id": run_id,
+        "job_id": detail.get("jobId"),
+        "job_queue": detail.get("jobQueue"),
+        "parent_run_id": parent,
+        "array_index": index,
+        "array_summary": (detail.get("arrayProperties") or {}).get("statusSummary"),
+        **summary,
+        "log_group": settings.log_group,
+        "log_url": log_console_url(settings.region, settings.log_group, summary["log_stream"]),
+        "updated_at": event_time or now(),
+    }
+    key = record_key(run_id, "status.json")
+    old = get_json(settings.bucket, key)
+    if not _is_newer(status, old):
+        return old
+    history = list((old or {}).get("history") or [])
+    history.append({k: status[k] for k in ("status", "status_reason", "updated_at")})
+    status["history"] = history[-_HISTORY_LIMIT:]
+    put_json(settings.bucket, key, status)
+    is_parent = "size" in (detail.get("arrayProperties") or {})
+    if status["status"] == "FAILED" and not is_parent and settings.topic_arn:
+        _notify_failure(status, settings)
+    return status
+
+
+def _notify_failure(status: Mapping[str, Any], settings: RecordSettings) -> None:
+    if settings.idempotency_table and not claim_once(
+        settings.idempotency_table, f"notify#{status['job_id']}#FAILED"
+    ):
+        return  # EventBridge delivered this FAILED event twice; one message is enough
+    lines = [
+        f"spikebatch run {status['run_id']} FAILED",
+        f"reason: {status.get('status_reason') or 'not given by AWS Batch'}",
+        f"kind: {status.get('failure_kind') or 'unknown'}",
+    ]
+    if status.get("hint"):
+        lines.append(f"what to do: {status['hint']}")
+    lines += [
+        f"job: {status.get('job_id')} ({status.get('job_queue')})",
+        f"logs: {status['log_url']}",
+        f"record: s3://{settings.bucket}/{record_key(str(status['run_id']), 'status.json')}",
+    ]
+    aws.client("sns", region=settings.region).publish(
+        TopicArn=settings.topic_arn,
+        Subject=f"spikebatch run FAILED: {status['run_id']}"[:100],
+        Message="\n".join(lines),
+        MessageAttributes={
+            "failure_kind": {
+                "DataType": "String",
+                "StringValue": str(status.get("failure_kind") or "unknown"),
+            }
+        },
+    )
