@@ -41,6 +41,20 @@ class Interrupted(WorkerError):
     """SIGTERM/SIGINT: Batch is stopping the job (spot reclaim, timeout, cancel)."""
 
 
+#: The stop signal this process received, if any. Sorters run our code inside their own
+#: ``try`` blocks (SpikeInterface wraps whatever a sorter raises in ``SpikeSortingError``),
+#: so the :class:`Interrupted` raised by the handler may reach us as another error; this
+#: flag is how a stop is still reported as a stop (exit 130), whatever wrapped it.
+_stopped_by: str | None = None
+
+
+def _stop_message(signal_name: str) -> str:
+    return (
+        f"stopped by {signal_name}: the job was stopped (docker stop, a Batch cancel or "
+        "terminate, the job timeout or a spot reclaim); rerun it with the same RUN_ID"
+    )
+
+
 @dataclass
 class Outcome:
     """What :func:`run` did: the exit code, the final manifest, where results went."""
@@ -95,6 +109,8 @@ class _Run:
     def stage(self, name: str) -> Iterator[None]:
         self.record["stage"] = name
         log.info("stage %s: start", name)
+        if self.began_publishing:  # run.json shows the stage in progress (and the timings)
+            self.checkpoint()
         t0 = time.monotonic()
         try:
             yield
@@ -177,10 +193,11 @@ def run(settings: WorkerSettings, environ: Mapping[str, str]) -> Outcome:
             job.began_publishing = True
         _run_stages(job)
     except (StageError, Interrupted) as exc:
-        return _fail(job, exc)
+        return _fail(job, _as_stop(job, exc))
     except Exception as exc:  # a bug between stages: still a record and a clean exit code
         log.exception("unexpected error")
-        return _fail(job, StageError(str(job.record["stage"]), f"{type(exc).__name__}: {exc}"))
+        error = StageError(str(job.record["stage"]), f"{type(exc).__name__}: {exc}")
+        return _fail(job, _as_stop(job, error))
     message = (
         f"succeeded: {job.record['units']['count']} units -> {job.publisher.dest}/ "
         f"({', '.join(f'{k} {v:.1f}s' for k, v in job.record['timings_s'].items())})"
@@ -209,7 +226,6 @@ def _run_stages(job: _Run) -> None:
             download_s=round(downloaded.seconds, 2),
             resumed_bytes=downloaded.resumed_bytes,
         )
-    job.checkpoint()
     with job.stage("open"):
         series = recording.choose_series(downloaded.path, settings.electrical_series_path)
         raw = recording.open_recording(downloaded.path, series)
@@ -229,12 +245,10 @@ def _run_stages(job: _Run) -> None:
         rec_input["sorted_duration_s"] = round(traces.get_total_duration(), 3)
         traces = preprocess.materialize(traces, job.scratch / "preprocessed", job.job_kwargs)
     job.set_cost()
-    job.checkpoint()
     with job.stage("sort"):
         sorting = sort.run_sort(
             traces, settings.sorter, settings.sorter_params, job.scratch / "sorter", job.job_kwargs
         )
-    job.checkpoint()
     with job.stage("postprocess"):
         analyzer = postprocess.analyze(sorting, traces, job.scratch / "analyzer", job.job_kwargs)
         metrics = postprocess.quality_metrics(analyzer)
@@ -257,7 +271,6 @@ def _run_stages(job: _Run) -> None:
         job.record["nwbinspector"] = export.inspect_units_nwb(job.results / "units.nwb")
         title = f"{settings.sorter} · {Path(rec_input['source']).name}"
         report.write_report(analyzer, metrics, job.results / "report", title=title)
-    job.checkpoint()
     with job.stage("publish"):
         job.record["outputs"] = sorted(
             p.relative_to(job.results).as_posix() for p in job.results.rglob("*") if p.is_file()
@@ -268,7 +281,20 @@ def _run_stages(job: _Run) -> None:
         job.publisher.write_record(job.record)
 
 
+def _as_stop(job: _Run, exc: WorkerError) -> WorkerError:
+    """A failure that a stop signal caused is reported as the stop, not as what wrapped it."""
+    if _stopped_by is None or isinstance(exc, Interrupted):
+        return exc
+    stage = getattr(exc, "stage", job.record.get("stage"))
+    stopped = Interrupted(_stop_message(_stopped_by))
+    stopped.stage = stage  # type: ignore[attr-defined]
+    return stopped
+
+
 def _fail(job: _Run, exc: BaseException) -> Outcome:
+    if isinstance(exc, Interrupted):
+        # One stop is enough: a second SIGTERM must not cut the failure record short.
+        _ignore_stop_signals()
     stage = getattr(exc, "stage", job.record.get("stage"))
     message = getattr(exc, "message", str(exc))
     job.record.update(
@@ -300,7 +326,16 @@ def _fail(job: _Run, exc: BaseException) -> Outcome:
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted(f"stopped by signal {signal.Signals(signum).name}")
+    global _stopped_by
+    _stopped_by = signal.Signals(signum).name
+    log.warning("received %s: stopping", _stopped_by)
+    raise Interrupted(_stop_message(_stopped_by))
+
+
+def _ignore_stop_signals() -> None:
+    if _in_main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def configure_logging() -> None:
@@ -322,6 +357,8 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     except ConfigError as exc:
         print(f"spikebatch-worker: error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
+    global _stopped_by
+    _stopped_by = None
     previous = {}
     if _in_main_thread():
         previous = {
