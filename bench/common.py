@@ -25,19 +25,27 @@ MB = 1e6
 
 @dataclass
 class Ratio:
-    """One measured ratio and its target (``higher`` is better unless ``lower_is_better``)."""
+    """One measured ratio and its target: ``>= target`` (default), ``<= target``
+    (``lower_is_better``) or ``target +- tolerance`` (``tolerance``)."""
 
     name: str
     value: float
-    target: float | None
+    target: float
     lower_is_better: bool = False
     note: str = ""
+    tolerance: float | None = None
 
     @property
-    def met(self) -> bool | None:
-        if self.target is None:
-            return None
+    def met(self) -> bool:
+        if self.tolerance is not None:
+            return abs(self.value - self.target) <= self.tolerance
         return self.value <= self.target if self.lower_is_better else self.value >= self.target
+
+    @property
+    def target_text(self) -> str:
+        if self.tolerance is not None:
+            return f"{self.target:g} +- {self.tolerance:g}"
+        return f"{'<=' if self.lower_is_better else '>='} {self.target:g}"
 
 
 @dataclass

@@ -31,7 +31,13 @@ class Env(StrEnum):
     MAX_DURATION_S = "MAX_DURATION_S"
     OUTPUT_URI = "OUTPUT_URI"
     RUN_ID = "RUN_ID"
+    # After a successful sort, upload the units NWB to this dandiset (same API URL and key).
+    PUBLISH_DANDISET_ID = "PUBLISH_DANDISET_ID"
     # Additions to DESIGN.md (documented in the README):
+    # JSON overrides of the quality-label thresholds (spikebatch.quality.QualityThresholds).
+    QUALITY_THRESHOLDS = "QUALITY_THRESHOLDS"
+    # "false" leaves phy's PC features (pc_features.npy, the largest phy file) out.
+    PHY_PC_FEATURES = "PHY_PC_FEATURES"
     # an S3/file URI of a JSON list of per-child env overrides; child i of a Batch
     # array job applies entry AWS_BATCH_JOB_ARRAY_INDEX before validating.
     ARRAY_MANIFEST_URI = "ARRAY_MANIFEST_URI"
@@ -39,6 +45,9 @@ class Env(StrEnum):
     INSTANCE_TYPE = "INSTANCE_TYPE"
     # Where downloads and sorter scratch go (the launch template mounts NVMe here).
     SCRATCH_DIR = "SCRATCH_DIR"
+    # "true": sort each channel group (shank, the electrodes table's electrode group) of
+    # each series on its own; results per part under probes/<series>-<group>/.
+    SORT_BY_GROUP = "SORT_BY_GROUP"
 
 
 ARRAY_INDEX_VAR = "AWS_BATCH_JOB_ARRAY_INDEX"
@@ -89,22 +98,27 @@ def derive_run_id(
     preprocessing: Mapping[str, Any] | None = None,
     max_duration_s: float | None = None,
     electrical_series_path: str | None = None,
+    sort_by_group: bool = False,
 ) -> str:
     """A deterministic run id: readable slug of the input + sorter + a params hash.
 
     The same input with the same settings gives the same id, so a rerun replaces the
     earlier run (DESIGN.md: reruns overwrite failed/partial runs, never mix two).
     ``source`` is e.g. ``dandi:000409/draft/sub-X/sub-X_ecephys.nwb`` or an input URI.
+    ``sort_by_group`` enters the hash only when set, so earlier ids stay what they were.
     """
+    settings = {
+        "source": source,
+        "sorter": sorter,
+        "sorter_params": dict(sorter_params or {}),
+        "preprocessing": preprocessing,
+        "max_duration_s": max_duration_s,
+        "electrical_series_path": electrical_series_path,
+    }
+    if sort_by_group:
+        settings["sort_by_group"] = True
     payload = json.dumps(
-        {
-            "source": source,
-            "sorter": sorter,
-            "sorter_params": dict(sorter_params or {}),
-            "preprocessing": preprocessing,
-            "max_duration_s": max_duration_s,
-            "electrical_series_path": electrical_series_path,
-        },
+        settings,
         sort_keys=True,
         separators=(",", ":"),
         default=str,

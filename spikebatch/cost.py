@@ -15,9 +15,13 @@ Run ``python -m spikebatch.cost`` to print the README's table.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from spikebatch import scratch
 from spikebatch.instances import INSTANCE_TYPES, PRICES_AS_OF, get_instance
+from spikebatch.sorters import FILTERED_PREPROCESSING, default_preprocessing
 
 SAMPLING_RATE_HZ = 30_000.0
 BYTES_PER_SAMPLE = 2  # int16, as Neuropixels/DANDI store raw data
@@ -36,9 +40,21 @@ ANCHOR_ON_DEMAND_USD_PER_HOUR = 0.752  # the anchor's own price, fixed with it
 TARGET_SPOT_USD_PER_RECORDING_HOUR = 0.30
 
 # ---- stage constants ------------------------------------------------------------------
-#: Batch scale-up + image pull before the container runs (assumed: 2-4 min of instance
-#: start plus a ~8 GB image from ECR).
-STARTUP_S = 300.0
+#: Before the image pull: Batch scales the compute environment up, EC2 launches and boots
+#: the instance, its ECS agent registers (assumed: 4 minutes).
+INSTANCE_START_S = 240.0
+#: The worker image as a new instance pulls it (measured: ``make image``, then pushed to a
+#: registry on loopback, 2026-12-01): its gzip layers on the wire and its bytes unpacked.
+IMAGE_PULL_BYTES = 3.02e9
+IMAGE_BYTES = 5.42e9
+#: Docker fetches three layers at a time, one connection per layer (cited: AWS Batch User
+#: Guide, "Optimize containers and AMIs"); the image has four of 1.1-1.8 GB, so three
+#: connections stay busy. ECR serves layers from S3: S3_STREAM_BPS per connection (assumed).
+PULL_CONCURRENT_LAYERS = 3
+#: Layers are unpacked one after another: gunzip and disk writes (measured: cold `docker pull`
+#: from a registry on loopback into an empty engine, 2-core development machine, 2026-12-01:
+#: this image in 46.2 s, the 6.35 GB single-layer image it replaced in 55.8 s).
+UNPACK_BPS = 115e6
 #: One S3 (or DANDI blob) connection's rate (assumed: the ~100 MB/s per stream that
 #: issue 5 quotes for S3).
 S3_STREAM_BPS = 100e6
@@ -65,14 +81,24 @@ NETWORK_BASELINE_GBPS: dict[str, float] = {
 }
 DEFAULT_NETWORK_GBPS = 5.0  # other types (assumed)
 #: Writing the sorter's int16 input from the gzip NWB through bandpass + common median
-#: reference (the worker's default preprocessing), raw bytes per second per vCPU
-#: (measured: ``make bench`` convert, 384 channels, 2 vCPUs, 2026-11-22: 45-46 MB/s in
-#: two runs; the Butterworth filtering is the bottleneck).
+#: reference (the default of sorters that do not filter themselves), raw bytes per second
+#: per vCPU (measured: ``make bench`` convert, 384 channels, 2 vCPUs, 2026-11-22: 45-46 MB/s
+#: in two runs; the Butterworth filtering is the bottleneck).
 CONVERT_BPS_PER_VCPU = 22e6
-#: The same write without CPU preprocessing (``PREPROCESSING=null``; Kilosort filters and
-#: re-references on the GPU itself): gzip decompression bound (measured, same runs:
-#: 169-207 MB/s on 2 vCPUs, the lower one used; h5py alone reads ~180 MB/s on one).
-CONVERT_RAW_BPS_PER_VCPU = 85e6
+#: The same write through the phase shift only (the Kilosort default on Neuropixels files,
+#: which record ``inter_sample_shift``; Kilosort filters and re-references on the GPU).
+#: Measured: ``make bench`` convert, 384 channels with Neuropixels shifts, 2 vCPUs,
+#: 2026-12-01 07:58: 191 MB/s (the worker's phase shift, ``spikebatch/worker/phase_shift.py``;
+#: SpikeInterface's own ran at 76 MB/s).
+CONVERT_PHASE_SHIFT_BPS_PER_VCPU = 95e6
+#: The same write without CPU preprocessing (``PREPROCESSING=null``, or a file without
+#: shifts): gzip decompression bound (measured, same run: 413 MB/s on 2 vCPUs; h5py alone
+#: read 313 MB/s on one. The 2026-11-22 runs, on a busier machine, gave 169-207 MB/s).
+CONVERT_RAW_BPS_PER_VCPU = 206e6
+#: Steps that filter on the CPU (the slow ones).
+FILTER_STEPS = frozenset({"bandpass", "highpass", "notch", "common_reference"})
+#: ``estimate(preprocessing=...)``'s default: the sorter's declared default.
+SORTER_DEFAULT = "sorter default"
 #: SortingAnalyzer + quality metrics + export, per recording second (assumed).
 POSTPROCESS_S_PER_RECORDING_S = 0.08
 PUBLISH_S = 30.0
@@ -84,6 +110,19 @@ GPU_SPEEDUP_VS_T4: dict[str, float] = {"T4": 1.0, "A10G": 1.8, "L4": 1.2}
 KS4_VS_KS3 = 0.85
 DEFAULT_SORT_S_PER_RECORDING_S = 1.2  # other sorters on a GPU instance (assumed)
 CPU_SORT_S_PER_RECORDING_S = 25.0  # sorters on a CPU-only instance (assumed)
+
+
+def image_pull_seconds(instance_type: str | None = None) -> float:
+    """A cold instance's pull of the worker image: download and unpack overlap, so the
+    slower of the two (on every current GPU type, the unpacking)."""
+    gbps = NETWORK_BASELINE_GBPS.get(instance_type or "", DEFAULT_NETWORK_GBPS)
+    download_bps = min(PULL_CONCURRENT_LAYERS * S3_STREAM_BPS, gbps * 1e9 / 8)
+    return max(IMAGE_PULL_BYTES / download_bps, IMAGE_BYTES / UNPACK_BPS)
+
+
+def startup_seconds(instance_type: str | None = None) -> float:
+    """Instance time paid before the container starts: scale-up and boot, then the pull."""
+    return INSTANCE_START_S + image_pull_seconds(instance_type)
 
 
 def raw_bytes(
@@ -108,7 +147,7 @@ def _derive_ks3_t4() -> float:
     duration = _anchor_recording_s()
     nbytes = raw_bytes(duration, NEUROPIXELS_CHANNELS)
     others = (
-        STARTUP_S
+        startup_seconds(spec.name)
         + nbytes / S3_STREAM_BPS
         + nbytes / (CONVERT_BPS_PER_VCPU * spec.vcpus)
         + duration * POSTPROCESS_S_PER_RECORDING_S
@@ -185,6 +224,30 @@ def fetch_bytes_per_s(instance_type: str, streams: int = FETCH_STREAMS) -> float
     return min(streams * S3_STREAM_BPS, network, MD5_BPS_PER_VCPU * spec.vcpus)
 
 
+def convert_bytes_per_s_per_vcpu(preprocessing: Mapping[str, Any] | None) -> float:
+    """How fast the worker writes the sorter's input through these CPU steps, per vCPU."""
+    steps = set(preprocessing or {})
+    if steps & FILTER_STEPS:
+        return CONVERT_BPS_PER_VCPU
+    if "phase_shift" in steps:
+        return CONVERT_PHASE_SHIFT_BPS_PER_VCPU
+    return CONVERT_RAW_BPS_PER_VCPU
+
+
+def _steps(sorter: str, preprocessing: Mapping[str, Any] | str | None) -> Mapping[str, Any] | None:
+    if isinstance(preprocessing, str):  # SORTER_DEFAULT
+        return default_preprocessing(sorter)
+    return preprocessing
+
+
+def scratch_plan(
+    duration_s: float, n_channels: int, sorter: str, input_bytes: int | None = None
+) -> scratch.ScratchPlan:
+    """The job's scratch budget: one series of these traces, the input (default: their size)."""
+    part = scratch.Part(n_frames=round(duration_s * SAMPLING_RATE_HZ), n_channels=n_channels)
+    return scratch.plan(input_bytes if input_bytes is not None else part.raw_bytes, [part], sorter)
+
+
 def estimate(
     duration_s: float,
     n_channels: int,
@@ -193,14 +256,16 @@ def estimate(
     spot: bool = True,
     sorter: str = "kilosort3",
     input_bytes: int | None = None,
-    cpu_preprocessing: bool = True,
+    preprocessing: Mapping[str, Any] | str | None = SORTER_DEFAULT,
     fetch_streams: int = FETCH_STREAMS,
 ) -> CostEstimate:
-    """Estimate one job's stage times and cost (default instance: the cheapest GPU type).
+    """Estimate one job's stage times and cost (default instance: the cheapest GPU type whose
+    scratch holds the recording).
 
     ``input_bytes`` is the size to download (a DANDI asset's size; default: the raw int16
-    size). ``cpu_preprocessing=False`` models ``PREPROCESSING=null``. ``fetch_streams=1``
-    models a plain single-stream download (the anchor's setup).
+    size). ``preprocessing`` is the CPU chain (default: the sorter's declared one; ``None``
+    models ``PREPROCESSING=null``). ``fetch_streams=1`` models a plain single-stream
+    download (the anchor's setup).
     """
     if duration_s < 0 or n_channels < 1:
         raise ValueError("duration_s must be >= 0 and n_channels >= 1")
@@ -211,15 +276,22 @@ def estimate(
             spot=spot,
             sorter=sorter,
             gpu_only=True,
-            cpu_preprocessing=cpu_preprocessing,
+            preprocessing=preprocessing,
+            input_bytes=input_bytes,
         )
-        return min(rows, key=lambda e: e.usd)
+        if not rows:
+            peak = scratch_plan(duration_s, n_channels, sorter, input_bytes).peak_bytes
+            raise ValueError(
+                f"no GPU instance type holds this job's {scratch.size_text(peak)} of scratch"
+            )
+        return rows[0]
     spec = get_instance(instance_type)
     nbytes = raw_bytes(duration_s, n_channels)
     fetched = nbytes if input_bytes is None else input_bytes
-    convert_rate = CONVERT_BPS_PER_VCPU if cpu_preprocessing else CONVERT_RAW_BPS_PER_VCPU
+    convert_rate = convert_bytes_per_s_per_vcpu(_steps(sorter, preprocessing))
     stages = {
-        "startup": STARTUP_S,
+        "startup": INSTANCE_START_S,
+        "image_pull": image_pull_seconds(spec.name),
         "fetch": fetched / fetch_bytes_per_s(spec.name, fetch_streams),
         "convert": nbytes / (convert_rate * spec.vcpus),
         "sort": sort_seconds(sorter, spec.gpu_model, duration_s, n_channels),
@@ -245,9 +317,14 @@ def compare_instances(
     spot: bool = True,
     sorter: str = "kilosort3",
     gpu_only: bool = True,
-    cpu_preprocessing: bool = True,
+    preprocessing: Mapping[str, Any] | str | None = SORTER_DEFAULT,
+    input_bytes: int | None = None,
+    holding_only: bool = True,
 ) -> list[CostEstimate]:
-    """One estimate per known instance type, cheapest first (for the README table)."""
+    """One estimate per known instance type, cheapest first; ``holding_only`` keeps the
+    types whose /scratch holds the job (``spikebatch.scratch``)."""
+    plan = scratch_plan(duration_s, n_channels, sorter, input_bytes)
+    holding = set(scratch.instance_types_holding(plan, INSTANCE_TYPES))
     rows = [
         estimate(
             duration_s,
@@ -255,36 +332,72 @@ def compare_instances(
             instance_type=name,
             spot=spot,
             sorter=sorter,
-            cpu_preprocessing=cpu_preprocessing,
+            preprocessing=preprocessing,
+            input_bytes=input_bytes,
         )
         for name, spec in INSTANCE_TYPES.items()
-        if spec.gpus > 0 or not gpu_only
+        if (spec.gpus > 0 or not gpu_only) and (name in holding or not holding_only)
     ]
     return sorted(rows, key=lambda e: e.usd)
 
 
+def default_job(
+    duration_s: float = 3600.0,
+    n_channels: int = NEUROPIXELS_CHANNELS,
+    *,
+    sorter: str = "kilosort3",
+    spot: bool = True,
+) -> CostEstimate:
+    """The job a request that names no resources gets: the sorter's default size (the
+    stack's ``gpu_job_vcpus``/``gpu_job_memory_gib``) on the cheapest GPU type that fits it
+    and holds its scratch."""
+    from spikebatch.sorters import get_sorter
+
+    wanted = get_sorter(sorter)
+    rows = [
+        row
+        for row in compare_instances(duration_s, n_channels, spot=spot, sorter=sorter)
+        if get_instance(row.instance_type).vcpus >= wanted.default_vcpus
+        and get_instance(row.instance_type).memory_gib >= wanted.default_memory_gib
+    ]
+    if not rows:
+        raise ValueError(f"no GPU instance type fits and holds the default {sorter} job")
+    return rows[0]
+
+
 def readme_table(duration_s: float = 3600.0, sorter: str = "kilosort3") -> str:
     """The README's Markdown table: $ per recording-hour, spot and on-demand, per type."""
+    plan = scratch_plan(duration_s, NEUROPIXELS_CHANNELS, sorter)
     head = (
-        "| instance | GPU | vCPUs | spot $/h | job h (bandpass+CMR on CPU) | "
-        "spot $/rec-h | on-demand $/rec-h | spot $/rec-h, `PREPROCESSING=null` |\n"
-        "|---|---|---|---|---|---|---|---|\n"
+        "| instance | GPU | vCPUs | NVMe GB | holds it | spot $/h | job h | spot $/rec-h | "
+        "on-demand $/rec-h | spot $/rec-h, bandpass+CMR on CPU |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
-    for row in compare_instances(duration_s, sorter=sorter, spot=True):
+    rows = compare_instances(duration_s, sorter=sorter, spot=True, holding_only=False)
+    holding = set(scratch.instance_types_holding(plan))
+    for row in sorted(rows, key=lambda r: (r.instance_type not in holding, r.usd)):
         spec = get_instance(row.instance_type)
         on_demand = estimate(duration_s, NEUROPIXELS_CHANNELS, instance_type=spec.name,
                              spot=False, sorter=sorter)  # fmt: skip
-        lean = estimate(duration_s, NEUROPIXELS_CHANNELS, instance_type=spec.name,
-                        spot=True, sorter=sorter, cpu_preprocessing=False)  # fmt: skip
+        filtered = estimate(duration_s, NEUROPIXELS_CHANNELS, instance_type=spec.name,
+                            spot=True, sorter=sorter,
+                            preprocessing=FILTERED_PREPROCESSING)  # fmt: skip
+        holds = "yes" if spec.name in holding else "**no**"
         lines.append(
-            f"| {spec.name} | {spec.gpu_model} | {spec.vcpus} | {row.price_per_hour:.3f} | "
-            f"{row.total_seconds / 3600:.2f} | {row.usd_per_recording_hour:.2f} | "
-            f"{on_demand.usd_per_recording_hour:.2f} | {lean.usd_per_recording_hour:.2f} |"
+            f"| {spec.name} | {spec.gpu_model} | {spec.vcpus} | {spec.nvme_gb} | {holds} | "
+            f"{row.price_per_hour:.3f} | {row.total_seconds / 3600:.2f} | "
+            f"{row.usd_per_recording_hour:.2f} | {on_demand.usd_per_recording_hour:.2f} | "
+            f"{filtered.usd_per_recording_hour:.2f} |"
         )
+    job = default_job(duration_s, sorter=sorter)
     note = (
         f"\n\n{sorter}, {NEUROPIXELS_CHANNELS} channels, {duration_s / 3600:g} h recording, "
-        f"prices {PRICES_AS_OF} (us-east-1)."
+        f"CPU preprocessing: the sorter's default ({', '.join(default_preprocessing(sorter)) or 'none'}); "
+        f"peak scratch {scratch.size_text(plan.peak_bytes)} ({plan.peak_stage}); "
+        f"prices {PRICES_AS_OF} (us-east-1). The default job ({job.instance_type}, spot): "
+        f"${job.usd_per_recording_hour:.2f} per recording-hour "
+        f"(target ${TARGET_SPOT_USD_PER_RECORDING_HOUR:.2f})."
     )
     return head + "\n".join(lines) + note
 

@@ -26,7 +26,8 @@ class InstanceSpec:
     gpus: int
     gpu_model: str
     gpu_memory_gib: int
-    nvme_gib: int  # local instance-store NVMe (0 = none); mounted as /scratch
+    #: Local instance-store NVMe in GB as AWS lists it (0 = none); mounted as /scratch.
+    nvme_gb: int
     on_demand_usd_per_hour: float
     spot_usd_per_hour: float
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from spikebatch.contract import DEFAULT_DANDI_API_URL
+from spikebatch.control.stack_outputs import DEFAULT_STACK_NAME
 from spikebatch.instances import INSTANCE_TYPES, InstanceSpec
 from spikebatch.sorters import SORTERS
 
@@ -43,6 +44,10 @@ LOG_RETENTION_DAYS: dict[int, str] = {
     3653: "TEN_YEARS",
 }
 
+SUBMIT_JOB_TPS = 50
+"""AWS Batch's SubmitJob quota: 50 transactions per second per account and region, not
+adjustable (AWS Batch User Guide, "AWS Batch service quotas")."""
+
 _STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,100}$")
 _S3_BUCKET_ARN_RE = re.compile(r"^arn:aws[a-z-]*:s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -58,7 +63,7 @@ class SpikeBatchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    stack_name: str = "SpikeBatch"
+    stack_name: str = DEFAULT_STACK_NAME
     instance_types: list[str] = Field(
         default=[
             *("g4dn.xlarge", "g4dn.2xlarge", "g4dn.4xlarge"),
@@ -88,6 +93,16 @@ class SpikeBatchConfig(BaseModel):
     powertools_version: str = Field(default="3.37.0", pattern=r"^\d+\.\d+\.\d+$")
     powertools_layer_arn: str | None = None
     lambda_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Days a replaced or deleted object of the data bucket stays recoverable.
+    noncurrent_version_expiry_days: int = Field(default=30, ge=1, le=3650)
+    # Concurrent executions reserved for (and capping) the S3-triggered submit Lambda;
+    # null reserves none (accounts whose Lambda concurrency quota is still 10).
+    submit_reserved_concurrency: int | None = Field(default=10, ge=1, le=SUBMIT_JOB_TPS)
+    # A tag of the stack's WorkerRepository (pushed by `spikebatch image build --push`) for the
+    # job definitions to run; null builds containers/Dockerfile at deploy time instead.
+    worker_image_tag: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+    )
 
     @field_validator("stack_name")
     @classmethod

@@ -21,6 +21,7 @@ from spikebatch.contract import (
     UPLOADS_PREFIX,
     Env,
 )
+from spikebatch.worker_image import BATCH_RUNTIME
 from stacks.nag import acknowledge
 from stacks.storage import allow_list_prefixes, allow_object_prefixes
 
@@ -152,6 +153,14 @@ class Jobs(Construct):
             job_role=self.job_role,
             execution_role=self.execution_role,
             logging=ecs.LogDriver.aws_logs(stream_prefix="worker", log_group=self.log_group),
+            # Init as PID 1 and a /dev/shm the sorters fit in: spikebatch.worker_image says why
+            # (run-local --image and the container tests run with the same settings).
+            linux_parameters=batch.LinuxParameters(
+                self,
+                f"{id}Linux",
+                init_process_enabled=BATCH_RUNTIME.init_process,
+                shared_memory_size=Size.mebibytes(BATCH_RUNTIME.shared_memory_mib),
+            ),
             volumes=[
                 batch.EcsVolume.host(
                     name=SCRATCH_VOLUME,

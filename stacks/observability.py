@@ -1,9 +1,16 @@
-"""Batch job state changes: an event log, a failure topic and a dashboard.
+"""Batch job state changes, failures kept and seen: an event log, a failure topic, the
+failed-events queue, alarms and a dashboard.
 
 Every ``Batch Job State Change`` event of this app's queues lands in a log group, so the
 dashboard can count jobs by state and measure durations (``stoppedAt - startedAt``) with
 Logs Insights, with no code running. ``self.job_events`` is the rule other constructs
 add targets to (the run-record Lambda).
+
+Failures are kept: events the Lambdas could not handle after Lambda's retries go to
+``self.failed_events`` (SQS, encrypted, 14 days), which ``spikebatch redrive`` empties.
+And seen: every alarm notifies the failure topic. CloudWatch can publish to an encrypted
+topic only if the key's policy lets it, which the AWS-managed ``aws/sns`` key's cannot,
+so the topic has its own key (~$1/month).
 """
 
 from __future__ import annotations
@@ -11,18 +18,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jsii
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from stacks.nag import acknowledge
+
 _EVENTS_LOG_PREFIX = "/aws/events/"
+FAILED_EVENTS_RETENTION = Duration.days(14)  # SQS's maximum
+STUCK_METRIC = ("spikebatch", "JobsBlockedInRunnable")
 
 
 @jsii.implements(events.IRuleTarget)
@@ -44,8 +58,8 @@ class LogGroupTarget:
 
 
 class Observability(Construct):
-    """``self.failure_topic``, ``self.job_events`` (rule), ``self.events_log_group``,
-    ``self.dashboard``."""
+    """``self.failure_topic``, ``self.failed_events`` (queue), ``self.job_events`` (rule),
+    ``self.events_log_group``, ``self.dashboard``; :meth:`alarm_on_errors` for functions."""
 
     def __init__(
         self,
@@ -59,15 +73,76 @@ class Observability(Construct):
     ) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
+        alarm_arns = stack.format_arn(
+            service="cloudwatch",
+            resource="alarm",
+            resource_name="*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        from_our_alarms = {
+            "StringEquals": {"aws:SourceAccount": stack.account},
+            "ArnLike": {"aws:SourceArn": alarm_arns},
+        }
+        topic_key = kms.Key(
+            self,
+            "FailuresKey",
+            description="spikebatch failure topic (CloudWatch alarms may publish to it)",
+            enable_key_rotation=True,
+            pending_window=Duration.days(7),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        topic_key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AlarmsPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions=from_our_alarms,
+            )
+        )
         self.failure_topic = sns.Topic(
             self,
             "Failures",
-            display_name="spikebatch: failed sorting jobs",
+            display_name="spikebatch: failed sorting jobs and alarms",
             enforce_ssl=True,
-            master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
+            master_key=topic_key,
+        )
+        self.failure_topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AlarmsPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.failure_topic.topic_arn],
+                conditions=from_our_alarms,
+            )
         )
         if alarm_email:
             self.failure_topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+        self._notify = cloudwatch_actions.SnsAction(self.failure_topic)
+
+        self.failed_events = sqs.Queue(
+            self,
+            "FailedEvents",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=FAILED_EVENTS_RETENTION,
+            # A redrive holds each message while the Lambda it invokes runs (40 s at most).
+            visibility_timeout=Duration.minutes(2),
+        )
+        acknowledge(
+            self.failed_events,
+            "AwsSolutions-SQS3",
+            "This queue is itself the dead-letter destination of both Lambdas and of the"
+            " EventBridge target; `spikebatch redrive` empties it.",
+        )
+        self._alarm(
+            "FailedEventsAlarm",
+            self.failed_events.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(5), statistic="Maximum"
+            ),
+            "Events the Lambdas could not handle are waiting in the failed-events queue:"
+            " run `spikebatch redrive`",
+        )
 
         self.events_log_group = logs.LogGroup(
             self,
@@ -98,6 +173,7 @@ class Observability(Construct):
             ),
         )
         self.job_events.add_target(LogGroupTarget(self.events_log_group))
+        self._alarm_on_blocked_queues(queues, log_retention)
 
         self.dashboard = cloudwatch.Dashboard(
             self,
@@ -106,6 +182,83 @@ class Observability(Construct):
             default_interval=Duration.days(7),
         )
         self.dashboard.add_widgets(*self._widgets(job_log_group))
+
+    def _alarm(self, id: str, metric: cloudwatch.IMetric, description: str) -> None:
+        """An alarm that notifies the failure topic whenever ``metric`` is above zero."""
+        alarm = cloudwatch.Alarm(
+            self,
+            id,
+            metric=metric,
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=description,
+        )
+        alarm.add_alarm_action(self._notify)
+
+    def alarm_on_errors(self, function: lambda_.IFunction, id: str, what: str) -> None:
+        """Alarm on any failed invocation of ``function`` (``what`` it does, for the mail)."""
+        self._alarm(
+            id,
+            function.metric_errors(period=Duration.minutes(5), statistic="Sum"),
+            f"The {what} Lambda failed; Lambda retries it, and what still fails lands in the"
+            " failed-events queue. See its log group.",
+        )
+
+    def _alarm_on_blocked_queues(
+        self, queues: Sequence[batch.IJobQueue], log_retention: logs.RetentionDays
+    ) -> None:
+        """Batch says a RUNNABLE job blocks a queue (no instance can take it: quota,
+        capacity, a request larger than any instance type) long before the
+        ``runnable_timeout_minutes`` cancellation: count those events and alarm."""
+        stack = Stack.of(self)
+        blocked_log = logs.LogGroup(
+            self,
+            "QueueBlockedEvents",
+            log_group_name=f"{_EVENTS_LOG_PREFIX}{stack.stack_name}/batch-queue-blocked",
+            retention=log_retention,
+        )
+        logs.ResourcePolicy(
+            self,
+            "QueueBlockedDelivery",
+            resource_policy_name=f"{stack.stack_name}-batch-queue-blocked",
+            policy_statements=[
+                iam.PolicyStatement(
+                    principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                    resources=[blocked_log.log_group_arn],
+                )
+            ],
+        )
+        events.Rule(
+            self,
+            "JobQueueBlocked",
+            description="Batch jobs stuck in RUNNABLE, blocking this app's queues",
+            event_pattern=events.EventPattern(
+                source=["aws.batch"],
+                detail_type=["Batch Job Queue Blocked"],
+                detail={"jobQueue": [q.job_queue_arn for q in queues]},
+            ),
+            targets=[LogGroupTarget(blocked_log)],
+        )
+        namespace, name = STUCK_METRIC
+        blocked = logs.MetricFilter(
+            self,
+            "JobsBlocked",
+            log_group=blocked_log,
+            filter_pattern=logs.FilterPattern.all_events(),
+            metric_namespace=namespace,
+            metric_name=name,
+            metric_value="1",
+        )
+        self._alarm(
+            "JobsStuckRunnableAlarm",
+            blocked.metric(period=Duration.minutes(5), statistic="Sum"),
+            "A Batch job is stuck in RUNNABLE (GPU quota, capacity, or resources no instance"
+            " type offers); `spikebatch status` shows the reason. It is cancelled after"
+            " runnable_timeout_minutes.",
+        )
 
     def _widgets(self, job_log_group: logs.ILogGroup) -> list[cloudwatch.IWidget]:
         events_log = [self.events_log_group.log_group_name]

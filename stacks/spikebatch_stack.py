@@ -32,8 +32,15 @@ class SpikeBatchStack(Stack):
 
         removal = RemovalPolicy.RETAIN if config.retain else RemovalPolicy.DESTROY
 
-        storage = Storage(self, "Storage", removal_policy=removal)
-        registry = Registry(self, "Registry", removal_policy=removal)
+        storage = Storage(
+            self,
+            "Storage",
+            removal_policy=removal,
+            noncurrent_version_expiry_days=config.noncurrent_version_expiry_days,
+        )
+        registry = Registry(
+            self, "Registry", removal_policy=removal, worker_image_tag=config.worker_image_tag
+        )
         secrets = Secrets(self, "Secrets", removal_policy=removal)
         network = Network(self, "Network", mode=config.vpc_mode, flow_log_retention=retention)
         compute = Compute(
@@ -53,7 +60,7 @@ class SpikeBatchStack(Stack):
             self,
             "Jobs",
             image=registry.image,
-            image_uri=registry.asset.image_uri,
+            image_uri=registry.image_uri,
             bucket=storage.bucket,
             dandi_api_key=secrets.dandi_api_key,
             dandi_api_url=config.dandi_api_url,
@@ -86,6 +93,8 @@ class SpikeBatchStack(Stack):
             job_definition_names=jobs.definition_names,
             job_events=observability.job_events,
             failure_topic=observability.failure_topic,
+            failed_events=observability.failed_events,
+            submit_reserved_concurrency=config.submit_reserved_concurrency,
             job_log_group=jobs.log_group,
             default_sorter=config.default_sorter,
             dandi_api_url=config.dandi_api_url,
@@ -96,6 +105,8 @@ class SpikeBatchStack(Stack):
             log_retention=retention,
             removal_policy=removal,
         )
+        observability.alarm_on_errors(triggers.submit, "SubmitErrorsAlarm", "submit (S3 upload)")
+        observability.alarm_on_errors(triggers.run_record, "RunRecordErrorsAlarm", "run-record")
 
         outputs = {
             "DataBucketName": storage.bucket.bucket_name,
@@ -111,7 +122,10 @@ class SpikeBatchStack(Stack):
             ),
             "IdempotencyTableName": triggers.idempotency_table.table_name,
             "DandiApiKeySecretArn": secrets.dandi_api_key.secret_arn,
-            "ImageUri": registry.asset.image_uri,
+            "ImageUri": registry.image_uri,
+            "FailedEventsQueueUrl": observability.failed_events.queue_url,
+            "SubmitFunctionName": triggers.submit.function_name,
+            "RunRecordFunctionName": triggers.run_record.function_name,
         }
         assert tuple(outputs) == OUTPUT_KEYS
         for key, value in outputs.items():

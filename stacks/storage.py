@@ -1,4 +1,10 @@
-"""The data bucket (requests, uploads, manifests, results, run records) and its access logs."""
+"""The data bucket (requests, uploads, manifests, results, run records) and its access logs.
+
+The data bucket is versioned: a mistaken delete, or a rerun that replaced results, can be
+undone for ``noncurrent_version_expiry_days`` (the replaced versions then expire). Each
+upload's version id also names it in the submit Lambda's claims, so uploading the same
+file again is a new upload.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ class Storage(Construct):
         id: str,
         *,
         removal_policy: RemovalPolicy,
+        noncurrent_version_expiry_days: int,
         scratch_expiry_days: int = 7,
         access_log_expiry_days: int = 90,
     ) -> None:
@@ -47,7 +54,7 @@ class Storage(Construct):
             self,
             "Data",
             **common,
-            versioned=False,
+            versioned=True,
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="data-bucket/",
             event_bridge_enabled=False,
@@ -60,6 +67,11 @@ class Storage(Construct):
                     id="expire-scratch",
                     prefix=SCRATCH_PREFIX,
                     expiration=Duration.days(scratch_expiry_days),
+                ),
+                s3.LifecycleRule(
+                    id="expire-replaced-versions",
+                    noncurrent_version_expiration=Duration.days(noncurrent_version_expiry_days),
+                    expired_object_delete_marker=True,
                 ),
             ],
         )

@@ -2,6 +2,14 @@
 
 Each gets its own role with exactly what its handler does, its own log group with
 retention, and the Powertools v3 layer (which also brings pydantic v2).
+
+Both are invoked asynchronously and built to die at any instant (README, "Uploads under
+faults"): their timeout is the claim protocol's ``HANDLER_TIMEOUT_S`` (shorter than a
+claim's lease, which is shorter than Lambda's first retry), Lambda retries each failed
+event twice, and what still fails, or waits longer than ``MAX_EVENT_AGE``, is kept in the
+failed-events queue. The submit Lambda's reserved concurrency caps its SubmitJob rate
+below Batch's account quota, so a burst of uploads waits in Lambda's queue instead of
+failing.
 """
 
 from __future__ import annotations
@@ -16,10 +24,12 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
@@ -30,6 +40,7 @@ from spikebatch.contract import (
     RUNS_PREFIX,
     UPLOADS_PREFIX,
 )
+from spikebatch.control.idempotency import HANDLER_TIMEOUT_S
 from stacks.cfn_tidy import drop_role_depends_on
 from stacks.lambda_asset import HANDLER, lambda_code
 from stacks.nag import acknowledge, arn_finding
@@ -39,7 +50,16 @@ RUNTIME = lambda_.Runtime.PYTHON_3_12
 # Public SSM parameters that Powertools publishes per release: CloudFormation resolves
 # the layer ARN of exactly the pinned version at deploy time (synth stays offline).
 POWERTOOLS_LAYER_PARAMETER = "/aws/service/powertools/python/x86_64/python3.12/{version}"
-IDEMPOTENCY_ACTIONS = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+# Claims are conditional UpdateItems that return the item they replaced (or that blocked
+# them): an item read, hence GetItem too.
+IDEMPOTENCY_ACTIONS = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+# Lambda's CPU share grows with memory (one full vCPU at 1769 MB). An array of 10,000
+# recordings writes 20,002 run records; botocore spends ~0.76 ms of CPU per PutObject
+# (measured on one core), ~15 s in all, which must fit the 40 s timeout with the DANDI
+# listing and the network waits: 52 s at 512 MB would not.
+SUBMIT_MEMORY_MB = 1769
+RETRY_ATTEMPTS = 2  # Lambda's asynchronous retries (1 and 3 minutes later), the maximum
+MAX_EVENT_AGE = Duration.hours(6)  # the maximum: throttled events wait this long in Lambda's queue
 
 
 def job_definition_arn_pattern(stack: Stack, name: str) -> str:
@@ -63,6 +83,8 @@ class Triggers(Construct):
         job_definition_names: Sequence[str],
         job_events: events.Rule,
         failure_topic: sns.ITopic,
+        failed_events: sqs.IQueue,
+        submit_reserved_concurrency: int | None,
         job_log_group: logs.ILogGroup,
         default_sorter: str,
         dandi_api_url: str,
@@ -94,12 +116,14 @@ class Triggers(Construct):
             self, "Powertools", layer_arn
         )
         self._log_retention = log_retention
+        self._failed_events = failed_events
 
         self.submit = self._function(
             "Submit",
             name="submit",
             description="Validate job requests and uploads in the data bucket; submit Batch jobs",
-            timeout=Duration.minutes(5),
+            reserved_concurrency=submit_reserved_concurrency,
+            memory_mb=SUBMIT_MEMORY_MB,
             environment={
                 "DATA_BUCKET": bucket.bucket_name,
                 "JOB_QUEUE_ARN": default_queue.job_queue_arn,
@@ -135,11 +159,25 @@ class Triggers(Construct):
                 conditions={"StringEquals": {"batch:CreateAction": "SubmitJob"}},
             )
         )
+        self.submit.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="FindSubmittedJobs",
+                actions=["batch:ListJobs", "batch:DescribeJobs"],
+                resources=["*"],
+            )
+        )
         submit_role = self.submit.role
+        acknowledge(
+            submit_role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "batch:ListJobs and batch:DescribeJobs support no resource-level permissions; a"
+            " retry uses them to find the job an interrupted invocation submitted.",
+        )
         allow_object_prefixes(
             submit_role,
             sid="ReadRequests",
-            actions=["s3:GetObject"],
+            # The bucket is versioned: events name a version, and reading one needs both.
+            actions=["s3:GetObject", "s3:GetObjectVersion"],
             bucket=bucket,
             prefixes=[REQUESTS_PREFIX, UPLOADS_PREFIX],
         )
@@ -176,7 +214,6 @@ class Triggers(Construct):
             "RunRecord",
             name="run_record",
             description="Record Batch job state changes under runs/; notify on failures",
-            timeout=Duration.minutes(1),
             environment={
                 "DATA_BUCKET": bucket.bucket_name,
                 "FAILURE_TOPIC_ARN": failure_topic.topic_arn,
@@ -198,6 +235,12 @@ class Triggers(Construct):
         )
         self._idempotency(self.run_record)
         failure_topic.grant_publish(self.run_record)
+        acknowledge(
+            self.run_record.role,
+            "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]",
+            "Publishing to the failure topic encrypts with the topic's own key; CDK's"
+            " grant_publish scopes kms:GenerateDataKey* to that one key.",
+        )
         self.run_record.add_to_role_policy(
             iam.PolicyStatement(sid="DescribeJobs", actions=["batch:DescribeJobs"], resources=["*"])
         )
@@ -206,7 +249,16 @@ class Triggers(Construct):
             "AwsSolutions-IAM5[Resource::*]",
             "batch:DescribeJobs supports no resource-level permissions; AWS requires '*'.",
         )
-        job_events.add_target(targets.LambdaFunction(self.run_record, retry_attempts=4))
+        # EventBridge's own retries cover failures to hand the event to Lambda (throttling);
+        # what it cannot deliver within a day goes to the same failed-events queue.
+        job_events.add_target(
+            targets.LambdaFunction(
+                self.run_record,
+                retry_attempts=4,
+                max_event_age=Duration.hours(24),
+                dead_letter_queue=failed_events,
+            )
+        )
 
     def _function(
         self,
@@ -214,8 +266,9 @@ class Triggers(Construct):
         *,
         name: str,
         description: str,
-        timeout: Duration,
         environment: dict[str, str],
+        reserved_concurrency: int | None = None,
+        memory_mb: int = 512,
     ) -> lambda_.Function:
         log_group = logs.LogGroup(self, f"{id}Logs", retention=self._log_retention)
         role = iam.Role(
@@ -236,9 +289,13 @@ class Triggers(Construct):
             layers=[self._powertools],
             role=role,
             log_group=log_group,
-            timeout=timeout,
-            memory_size=512,
+            timeout=Duration.seconds(HANDLER_TIMEOUT_S),
+            memory_size=memory_mb,
             environment=environment,
+            reserved_concurrent_executions=reserved_concurrency,
+            retry_attempts=RETRY_ATTEMPTS,
+            max_event_age=MAX_EVENT_AGE,
+            on_failure=destinations.SqsDestination(self._failed_events),
         )
         drop_role_depends_on(function.node.default_child, role)
         acknowledge(

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from spikebatch import aws
 from spikebatch.cli import render
+from spikebatch.cli.engine import EngineError
 from spikebatch.cli.estimates import RecordingSize, estimate_runs
 from spikebatch.contract import DEFAULT_DANDI_API_URL
 from spikebatch.control import records, submission
@@ -50,12 +51,14 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _DOMAIN_ERRORS = (
+    EngineError,
     RequestError,
     StackNotFoundError,
     DandiLookupError,
     DeploymentConfigError,
     records.RunNotFoundError,
     ValueError,
+    submission.JobMayExist,
     ClientError,
     BotoCoreError,
     OSError,
@@ -71,9 +74,10 @@ def _domain_errors() -> Iterator[None]:
         raise
     except _DOMAIN_ERRORS as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            message = f"AWS {error.get('Code', 'error')}: {error.get('Message', message)}"
+        if setting := aws.configuration_problem(exc):
+            message = setting
+        elif isinstance(exc, ClientError):
+            message = f"AWS {aws.error_code(exc) or 'error'}: {aws.error_message(exc)}"
         err.print(f"error: {message}", markup=False)
         raise typer.Exit(1) from None
 
@@ -315,7 +319,12 @@ def submit(
             deployment = dataclasses.replace(deployment, dandi_api_url=dandi_api_url)
         api_url = deployment.dandi_api_url
         assets = resolve_request_assets(request, api_url=api_url, token=dandi_api_key)
-        plan = plan_submission(request, deployment, assets=[a.path for a in assets] or None)
+        plan = plan_submission(
+            request,
+            deployment,
+            assets=[a.path for a in assets] or None,
+            input_sizes={a.path: a.size for a in assets},
+        )
         if dry_run:
             estimates = estimate_runs(request, _sizes(request, assets, duration_s), channels)
             render.dry_run(out, plan, estimates)
@@ -436,7 +445,7 @@ def _print_log(group: str, stream: str, token: str | None, prefix: str) -> str |
         try:
             page = logs_client.get_log_events(**kwargs)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            if aws.error_code(exc) == "ResourceNotFoundException":
                 return token  # the stream appears once the container writes
             raise
         for event in page.get("events", []):
@@ -480,19 +489,48 @@ def results(
             "--download", file_okay=False, help="Download into DIR/<run-id>/ (else list)."
         ),
     ] = None,
+    open_page: Annotated[
+        bool,
+        typer.Option(
+            "--open",
+            help="Open the run's page (an array: its summary) in a browser, downloaded into "
+            "--download DIR (else a temp folder), or presigned with --presign.",
+        ),
+    ] = False,
+    presign: Annotated[
+        bool,
+        typer.Option("--presign", help="With --open: a presigned HTTPS URL, no download."),
+    ] = False,
+    expires_hours: Annotated[
+        float, typer.Option(help="With --presign: how long the URL works (at most 168).")
+    ] = 12.0,
     stack_name: StackOpt = DEFAULT_STACK_NAME,
     region: RegionOpt = None,
 ) -> None:
-    """List a run's outputs (run.json, sorting/, units.nwb, ...) or download them."""
+    """List a run's outputs (run.json, sorting/, units.nwb, phy/, ...), download or open them."""
     with _domain_errors():
         stack = _deployed_stack(stack_name, region)
-        for target in _log_targets(stack.bucket, run_id):
+        listed = download is not None or not open_page  # --open alone fetches the page only
+        for target in _log_targets(stack.bucket, run_id) if listed else []:
             uri = str(target.submitted["results_uri"])
             objects = _list_objects(uri)
             if download is None:
                 render.object_table(out, target.run_id, uri, objects)
             else:
                 render.download(out, uri, objects, download / target.run_id)
+        if open_page:
+            from spikebatch.cli.open_results import open_results
+
+            page = open_results(
+                stack.bucket,
+                run_id,
+                dest=download,
+                presign=presign,
+                expires_s=round(expires_hours * 3600),
+            )
+            note = f" ({page.note})" if page.note else ""
+            opened = "opened" if page.opened else "no browser here; open it yourself"
+            out.print(f"page: {page.location}{note}\n{opened}", markup=False)
 
 
 def _list_objects(uri: str) -> list[dict[str, Any]]:
@@ -534,10 +572,45 @@ def run_local(
     output: Annotated[
         Path, typer.Option("--output", file_okay=False, help="Results directory.")
     ] = Path("results"),
+    output_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--output-uri",
+            help="Write to s3://bucket/prefix (or file:///path) instead of --output.",
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id", help="RUN_ID: results go to OUTPUT/RUN_ID/ (default: derived, as on Batch)."
+        ),
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            "--image",
+            help="Run this worker image (e.g. spikebatch-worker:kilosort4) on the local Docker "
+            "engine, as Batch would, instead of in this process.",
+        ),
+    ] = None,
+    scratch: Annotated[
+        Path,
+        typer.Option(
+            "--scratch", file_okay=False, help="With --image: host folder mounted at /scratch."
+        ),
+    ] = Path(".scratch"),
+    gpus: Annotated[
+        bool | None,
+        typer.Option(
+            "--gpus/--no-gpus",
+            help="With --image: ask for the GPU (default: if this host has one).",
+        ),
+    ] = None,
 ) -> None:
-    """Run the worker here, in-process (needs the worker extra), on one recording."""
+    """Run the worker on one recording, here: in-process, or in its container with --image."""
     with _domain_errors():
-        from spikebatch.cli.local import run_locally
+        from spikebatch.cli.local import output_uri as resolve_output
+        from spikebatch.cli.local import run_in_container, run_locally
 
         request = _build_request(
             request_file,
@@ -550,4 +623,21 @@ def run_local(
             params=param,
             spot=None,
         )
-        raise typer.Exit(run_locally(request, output))
+        destination = resolve_output(output, output_uri)
+        if image is None:
+            raise typer.Exit(run_locally(request, destination, run_id=run_id))
+        raise typer.Exit(
+            run_in_container(
+                request, destination, image=image, scratch=scratch, gpus=gpus, run_id=run_id
+            )
+        )
+
+
+# Command groups in modules of their own (they import the options above).
+from spikebatch.cli.image_commands import image_app  # noqa: E402
+
+app.add_typer(image_app, name="image")
+
+from spikebatch.cli.redrive import redrive  # noqa: E402
+
+app.command()(redrive)

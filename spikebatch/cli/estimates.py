@@ -2,14 +2,16 @@
 
 Duration comes from ``--duration-s`` or, failing that, from the asset's size on DANDI,
 read as int16 samples at 30 kHz over ``channels`` channels (how Neuropixels data is stored);
-prices and throughput come from :mod:`spikebatch.cost`.
+prices and throughput come from :mod:`spikebatch.cost`. The scratch budget
+(:mod:`spikebatch.scratch`) says which instance types can hold the recording: only those
+are priced, and a recording no type can hold gets no price but the reason.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spikebatch import cost
+from spikebatch import cost, scratch
 from spikebatch.control.request import JobRequest
 from spikebatch.instances import INSTANCE_TYPES
 from spikebatch.sorters import get_sorter
@@ -27,6 +29,9 @@ class RunEstimate:
     name: str
     duration_s: float | None
     estimate: cost.CostEstimate | None
+    #: The job's scratch peak, and the instance types (of those it fits) that can hold it.
+    scratch: scratch.ScratchPlan | None = None
+    holding: tuple[str, ...] = ()
 
 
 def recording_seconds(size: RecordingSize, channels: int) -> float | None:
@@ -53,10 +58,28 @@ def fitting_instance_types(request: JobRequest) -> list[str]:
     ]
 
 
+def scratch_plan(
+    request: JobRequest, seconds: float, channels: int, size_bytes: int | None
+) -> scratch.ScratchPlan:
+    """The job's scratch budget: the traces of ``seconds`` (already capped by
+    ``max_duration_s``) and the whole file downloaded (its size, else the traces' size)."""
+    part = scratch.Part(n_frames=round(seconds * cost.SAMPLING_RATE_HZ), n_channels=channels)
+    input_bytes = size_bytes if size_bytes is not None else part.raw_bytes
+    return scratch.plan(input_bytes, [part], request.sorter, request.sorter_params)
+
+
+def holding_instance_types(
+    request: JobRequest, plan: scratch.ScratchPlan, root_volume_gib: int
+) -> list[str]:
+    """The instance types this job fits whose /scratch holds the plan."""
+    return scratch.instance_types_holding(
+        plan, fitting_instance_types(request), root_volume_gib=root_volume_gib
+    )
+
+
 def _cheapest(
-    request: JobRequest, duration_s: float, channels: int, nbytes: int | None
-) -> cost.CostEstimate:
-    names = fitting_instance_types(request)
+    request: JobRequest, duration_s: float, channels: int, nbytes: int | None, names: list[str]
+) -> cost.CostEstimate | None:
     options = [
         cost.estimate(
             duration_s,
@@ -65,21 +88,27 @@ def _cheapest(
             spot=request.resources.spot,
             sorter=request.sorter,
             input_bytes=nbytes,
+            preprocessing=request.preprocessing or cost.SORTER_DEFAULT,
         )
         for name in names
     ]
-    if not options:
+    return min(options, key=lambda e: e.usd) if options else None
+
+
+def estimate_runs(
+    request: JobRequest,
+    sizes: list[RecordingSize],
+    channels: int,
+    *,
+    root_volume_gib: int = scratch.DEFAULT_ROOT_VOLUME_GIB,
+) -> list[RunEstimate]:
+    """One estimate per recording, on the cheapest instance type that fits the job and holds
+    its scratch; none (with the scratch plan saying why) when no type holds it."""
+    if not fitting_instance_types(request):
         raise ValueError(
             f"no known instance type has room for this job ({request.sorter}, resources "
             f"{request.resources.model_dump(exclude_none=True)}); lower resources.vcpus/memory_gib"
         )
-    return min(options, key=lambda e: e.usd)
-
-
-def estimate_runs(
-    request: JobRequest, sizes: list[RecordingSize], channels: int
-) -> list[RunEstimate]:
-    """One estimate per recording on the cheapest instance type that fits the sorter."""
     rows = []
     for size in sizes:
         seconds = recording_seconds(size, channels)
@@ -88,7 +117,8 @@ def estimate_runs(
             continue
         if request.max_duration_s is not None:
             seconds = min(seconds, request.max_duration_s)
-        rows.append(
-            RunEstimate(size.name, seconds, _cheapest(request, seconds, channels, size.size_bytes))
-        )
+        plan = scratch_plan(request, seconds, channels, size.size_bytes)
+        holding = holding_instance_types(request, plan, root_volume_gib)
+        estimate = _cheapest(request, seconds, channels, size.size_bytes, holding)
+        rows.append(RunEstimate(size.name, seconds, estimate, plan, tuple(holding)))
     return rows

@@ -30,6 +30,7 @@ from spikebatch.cli.estimates import RunEstimate
 from spikebatch.control.job_status import TERMINAL
 from spikebatch.control.records import RunRecord, live_statuses
 from spikebatch.control.submission import SubmissionPlan, SubmittedJob
+from spikebatch.scratch import size_text
 
 
 def _json(console: Console, data: Any) -> None:
@@ -78,7 +79,9 @@ def estimates_table(console: Console, rows: list[RunEstimate]) -> None:
     total_usd = total_h = 0.0
     for row in rows:
         if row.estimate is None:
-            table.add_row(row.name, "?", "-", "-", "pass --duration-s")
+            minutes = "?" if row.duration_s is None else f"{row.duration_s / 60:.1f}"
+            why = "no type holds it" if row.scratch is not None else "pass --duration-s"
+            table.add_row(row.name, minutes, "-", "-", why)
             continue
         hours = row.estimate.total_seconds / 3600
         total_usd += row.estimate.usd
@@ -94,12 +97,32 @@ def estimates_table(console: Console, rows: list[RunEstimate]) -> None:
     if len(rows) > 1:
         table.add_row("total", "", "", f"{total_h:.2f}", f"{total_usd:.2f}", style="bold")
     console.print(table)
+    scratch_table(console, rows)
+
+
+def scratch_table(console: Console, rows: list[RunEstimate]) -> None:
+    """Which instance types can hold each recording on their /scratch (NVMe)."""
+    planned = [row for row in rows if row.scratch is not None]
+    if not planned:
+        return
+    table = Table(title="Scratch (instance NVMe at /scratch)", title_justify="left")
+    table.add_column("recording")
+    table.add_column("peak", justify="right")
+    table.add_column("stage")
+    table.add_column("instance types that hold it")
+    for row in planned:
+        assert row.scratch is not None
+        holding = ", ".join(row.holding) or (
+            "none: sort less (max_duration_s) or one probe at a time (electrical_series_path)"
+        )
+        table.add_row(row.name, size_text(row.scratch.peak_bytes), row.scratch.peak_stage, holding)
+    console.print(table)
 
 
 def estimates(console: Console, rows: list[RunEstimate]) -> None:
     estimates_table(console, rows)
     console.print(
-        "Model: stage times from spikebatch.cost (startup, fetch, convert, sort, "
+        "Model: stage times from spikebatch.cost (startup, image pull, fetch, convert, sort, "
         "post-process, publish) times the instance's hourly price.",
         markup=False,
     )

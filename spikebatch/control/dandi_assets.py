@@ -15,7 +15,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from spikebatch.contract import DEFAULT_DANDI_API_URL
 from spikebatch.control.request import JobRequest
@@ -27,7 +27,22 @@ FEW_PATHS = 20  # up to this many paths are looked up one by one
 
 
 class DandiLookupError(RuntimeError):
-    """The archive could not answer, or does not have what was asked for (one line)."""
+    """The archive does not have what was asked for, or refused access (one line).
+
+    ``field`` names the request field at fault (``dandiset_id``, ``version``, ``assets``).
+    """
+
+    def __init__(self, message: str, *, field: str = "assets") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class DandiUnavailableError(DandiLookupError):
+    """The archive could not answer (unreachable, 5xx, not JSON): try again later."""
+
+
+class _NotFound(LookupError):
+    """A 404, with the archive's own words (``detail``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,17 +62,53 @@ def _get(url: str, token: str | None) -> Any:
             return json.load(response)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
-            raise LookupError(url) from None
+            raise _NotFound(_detail(exc)) from None
         if exc.code in (401, 403):
             raise DandiLookupError(
                 f"DANDI refused access ({exc.code}) to {url}: embargoed? set DANDI_API_KEY"
             ) from None
-        raise DandiLookupError(f"DANDI API error {exc.code} for {url}") from None
+        if exc.code < 500 and exc.code != 429:
+            raise DandiLookupError(
+                f"DANDI API error {exc.code} for {url}: {_detail(exc)}"
+            ) from None
+        raise DandiUnavailableError(f"DANDI API error {exc.code} for {url}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DandiLookupError(f"cannot reach the DANDI API at {url}: {reason}") from None
+        raise DandiUnavailableError(f"cannot reach the DANDI API at {url}: {reason}") from None
     except ValueError:
-        raise DandiLookupError(f"the DANDI API sent something that is not JSON: {url}") from None
+        raise DandiUnavailableError(
+            f"the DANDI API sent something that is not JSON: {url}"
+        ) from None
+
+
+def _detail(exc: urllib.error.HTTPError) -> str:
+    """The archive's own explanation: the ``detail`` of its JSON error body, else the reason."""
+    try:
+        body = json.loads(exc.read(4096) or b"{}")
+    except (ValueError, OSError):
+        body = {}
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return str(detail or exc.reason or exc.code)
+
+
+def _missing(
+    api_url: str, dandiset_id: str, version: str, answer: str, token: str | None
+) -> NoReturn:
+    """Why a version's asset listing is a 404: no such dandiset, or no such version."""
+    base = api_url.rstrip("/")
+    try:
+        record = _get(f"{base}/dandisets/{dandiset_id}/", token)
+    except _NotFound as exc:
+        raise DandiLookupError(
+            f"dandiset {dandiset_id} does not exist on {base} (DANDI: {exc})", field="dandiset_id"
+        ) from None
+    published = (record.get("most_recent_published_version") or {}).get("version")
+    hint = f"its latest published version is {published}" if published else "it has none"
+    what = "no draft" if version == "draft" else f"no published version {version!r}"
+    raise DandiLookupError(
+        f"dandiset {dandiset_id} has {what} on {base} (DANDI: {answer}); {hint}, or use 'draft'",
+        field="version",
+    )
 
 
 def _listing(
@@ -69,10 +120,8 @@ def _listing(
     while url:
         try:
             page = _get(url, token)
-        except LookupError:
-            raise DandiLookupError(
-                f"dandiset {dandiset_id} version {version} not found at {api_url}"
-            ) from None
+        except _NotFound as exc:
+            _missing(api_url, dandiset_id, version, str(exc), token)
         for item in page.get("results") or []:
             yield DandiAsset(
                 path=str(item["path"]), size=int(item.get("size") or 0), asset_id=item["asset_id"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,23 +29,66 @@ def record_key(run_id: str, name: str) -> str:
     return f"{RUNS_PREFIX}{run_id}/{name}"
 
 
-def put_json(bucket: str, key: str, data: Any) -> None:
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+# S3 conditional writes: 412 when the ETag moved on, 409 when another conditional write
+# to the same key was in flight.
+_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+UPDATE_ATTEMPTS = 8
+
+
+class UpdateConflict(RuntimeError):
+    """Other writers kept changing the object; raised so that the event is retried."""
+
+
+def put_json(bucket: str, key: str, data: Any, **conditions: str) -> None:
+    """PutObject of ``data`` as JSON; ``conditions`` are S3's ``IfMatch``/``IfNoneMatch``."""
     aws.client("s3").put_object(
         Bucket=bucket,
         Key=key,
         Body=json.dumps(data, indent=1, sort_keys=True, default=str).encode(),
         ContentType="application/json",
+        **conditions,
     )
 
 
-def get_json(bucket: str, key: str) -> Any | None:
+def _get_with_etag(bucket: str, key: str) -> tuple[Any | None, str | None]:
     try:
-        body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        answer = aws.client("s3").get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
-            return None
+        if aws.error_code(exc) in _MISSING:
+            return None, None
         raise
-    return json.loads(body)
+    return json.loads(answer["Body"].read()), answer["ETag"]
+
+
+def get_json(bucket: str, key: str) -> Any | None:
+    return _get_with_etag(bucket, key)[0]
+
+
+def update_json(
+    bucket: str, key: str, change: Callable[[Any | None], Any | None]
+) -> tuple[Any | None, bool]:
+    """Read-modify-write of one JSON object that concurrent writers cannot corrupt.
+
+    ``change(old)`` returns the new document, or None to leave the object as it is. The
+    write is conditional on what was read (S3's If-Match on the ETag, If-None-Match for a
+    new object); when another writer got there first, the object is read and changed
+    again. Returns (the document now stored, whether this call wrote it).
+    """
+    for _ in range(UPDATE_ATTEMPTS):
+        old, etag = _get_with_etag(bucket, key)
+        new = change(old)
+        if new is None:
+            return old, False
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            put_json(bucket, key, new, **condition)
+        except ClientError as exc:
+            if aws.error_code(exc) in _CONFLICT:
+                continue
+            raise
+        return new, True
+    raise UpdateConflict(f"s3://{bucket}/{key} kept changing under {UPDATE_ATTEMPTS} updates")
 
 
 def now() -> str:

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from spikebatch.quality import QualityThresholds
 from spikebatch.sorters import DEFAULT_SORTER, get_sorter
 
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -113,11 +114,21 @@ class JobRequest(BaseModel):
     sorter_params: dict[str, Any] = Field(default_factory=dict)
     preprocessing: dict[str, Any] | None = None
     electrical_series_path: str | None = Field(None, min_length=1)
+    sort_by_group: bool = Field(
+        False, description="sort each channel group (shank) of each probe on its own"
+    )
     output_prefix: str | None = Field(None, max_length=512, description="under results/")
     max_duration_s: float | None = Field(None, gt=0)
     resources: Resources = Field(default_factory=Resources)
+    quality_thresholds: QualityThresholds | None = Field(
+        None, description="overrides of the good/mua/noise thresholds (spikebatch.quality)"
+    )
+    phy_pc_features: bool = Field(True, description="write phy's PC features (feature view)")
+    publish_dandiset_id: str | None = Field(
+        None, description="after a successful sort, upload the units NWB to this dandiset"
+    )
 
-    @field_validator("dandiset_id")
+    @field_validator("dandiset_id", "publish_dandiset_id")
     @classmethod
     def _six_digits(cls, value: str | None) -> str | None:
         if value is not None and not _DANDISET_RE.match(value):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from spikebatch import aws
 from spikebatch.control.request import ResourceLimits
@@ -33,6 +33,9 @@ OUTPUT_KEYS = (
     "IdempotencyTableName",
     "DandiApiKeySecretArn",
     "ImageUri",
+    "FailedEventsQueueUrl",
+    "SubmitFunctionName",
+    "RunRecordFunctionName",
 )
 REQUIRED_OUTPUTS = OUTPUT_KEYS[:6]
 
@@ -81,19 +84,21 @@ class StackOutputs:
 
 
 def load_stack_outputs(stack_name: str, *, region: str | None = None) -> StackOutputs:
-    """DescribeStacks → outputs; one clear error when the stack is not there."""
-    cfn: Any = aws.client("cloudformation", region=region)
-    where = f"in {aws.region_of(cfn)}"
+    """DescribeStacks → outputs; one clear error when the stack is not there, or when
+    there is no AWS configuration to look with (saying what to set)."""
     try:
+        cfn: Any = aws.client("cloudformation", region=region)
+        where = f"in {aws.region_of(cfn)}"
         stacks = cfn.describe_stacks(StackName=stack_name)["Stacks"]
     except ClientError as exc:
-        message = exc.response.get("Error", {}).get("Message", str(exc))
         raise StackNotFoundError(
-            f"stack {stack_name!r} not found {where} ({message}); deploy it with `cdk deploy` "
-            "or pass --stack-name / SPIKEBATCH_STACK"
+            f"stack {stack_name!r} not found {where} ({aws.error_message(exc)}); deploy it"
+            " with `cdk deploy` or pass --stack-name / SPIKEBATCH_STACK"
         ) from None
-    except (NoCredentialsError, NoRegionError) as exc:
-        raise StackNotFoundError(f"cannot reach AWS: {exc}") from None
+    except BotoCoreError as exc:
+        raise StackNotFoundError(
+            aws.configuration_problem(exc) or f"cannot reach AWS: {exc}"
+        ) from None
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
     missing = [key for key in REQUIRED_OUTPUTS if key not in outputs]
     if missing:

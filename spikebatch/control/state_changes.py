@@ -1,7 +1,17 @@
 """Batch job state changes -> ``runs/<run-id>/status.json``, and one SNS message per failure.
 
 The run-record Lambda's logic (:mod:`.batch_events` parses the event). Events arrive out
-of order and more than once; a late or repeated event never overwrites an outcome.
+of order, more than once and concurrently, and the Lambda may die at any instant:
+
+- a late or repeated event never overwrites an outcome, and a repeated one adds nothing
+  (not even a history line);
+- ``status.json`` is read-modified-written with S3 conditional writes
+  (:func:`~spikebatch.control.records.update_json`), so two events for one run processed
+  at once cannot undo each other;
+- the failure e-mail is sent under a leased claim (:mod:`.idempotency`) that is settled
+  only after SNS accepted the message: a crash before that lets the retry send it (never
+  zero e-mails), a redelivery after it sends nothing (one e-mail). Only a death in the
+  instant between SNS's answer and the settle can send a second one.
 """
 
 from __future__ import annotations
@@ -13,9 +23,15 @@ from typing import Any
 
 from spikebatch import aws
 from spikebatch.contract import RUN_ID_TAG
-from spikebatch.control.idempotency import claim_once
+from spikebatch.control.idempotency import (
+    DONE,
+    Claim,
+    acquire,
+    release_quietly,
+    settle_quietly,
+)
 from spikebatch.control.job_status import TERMINAL, log_console_url, summarize_job
-from spikebatch.control.records import get_json, now, put_json, record_key
+from spikebatch.control.records import get_json, now, record_key, update_json
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +77,12 @@ def _run_id_of(detail: Mapping[str, Any]) -> str | None:
 
 
 def _is_newer(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
-    """Events arrive out of order; a retry restarts the sequence with one more attempt."""
+    """Events arrive out of order; a retry restarts the sequence with one more attempt, and
+    a resubmitted run (same run id, a new job) replaces the older job's record."""
     if old is None:
         return True
+    if new.get("job_id") != old.get("job_id"):
+        return int(new.get("created_at") or 0) > int(old.get("created_at") or 0)
 
     def order(s: Mapping[str, Any]) -> tuple[int, int]:
         return (int(s.get("attempts") or 0), _RANK.get(str(s.get("status")), -1))
@@ -71,6 +90,20 @@ def _is_newer(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
     if old.get("status") in TERMINAL and new.get("status") not in TERMINAL:
         return False
     return order(new) >= order(old)
+
+
+_SAME = ("job_id", "status", "attempts", "status_reason")
+
+
+def _changed(status: Mapping[str, Any], old: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The record to store after ``status``, or None when it adds nothing to ``old``."""
+    if not _is_newer(status, old):
+        return None
+    if old is not None and all(old.get(k) == status.get(k) for k in _SAME):
+        return None  # the same state again (a redelivery): not even a history line
+    history = list((old or {}).get("history") or [])
+    history.append({k: status[k] for k in ("status", "status_reason", "updated_at")})
+    return {**status, "history": history[-_HISTORY_LIMIT:]}
 
 
 def record_state_change(
@@ -100,30 +133,41 @@ def record_state_change(
         "parent_run_id": parent,
         "array_index": index,
         "array_summary": (detail.get("arrayProperties") or {}).get("statusSummary"),
+        "created_at": detail.get("createdAt"),
         **summary,
         "log_group": settings.log_group,
         "log_url": log_console_url(settings.region, settings.log_group, summary["log_stream"]),
         "updated_at": event_time or now(),
     }
-    key = record_key(run_id, "status.json")
-    old = get_json(settings.bucket, key)
-    if not _is_newer(status, old):
-        return old
-    history = list((old or {}).get("history") or [])
-    history.append({k: status[k] for k in ("status", "status_reason", "updated_at")})
-    status["history"] = history[-_HISTORY_LIMIT:]
-    put_json(settings.bucket, key, status)
+    stored, _ = update_json(
+        settings.bucket, record_key(run_id, "status.json"), lambda old: _changed(status, old)
+    )
     is_parent = "size" in (detail.get("arrayProperties") or {})
-    if status["status"] == "FAILED" and not is_parent and settings.topic_arn:
-        _notify_failure(status, settings)
-    return status
+    failed_now = (stored or {}).get("job_id") == status["job_id"] and stored["status"] == "FAILED"
+    if status["status"] == "FAILED" and failed_now and not is_parent and settings.topic_arn:
+        # Also when the record was already FAILED: the invocation that wrote it may have
+        # died before the e-mail went out. The claim makes it one e-mail either way.
+        _notify_failure(stored, settings)
+    return stored
 
 
 def _notify_failure(status: Mapping[str, Any], settings: RecordSettings) -> None:
-    if settings.idempotency_table and not claim_once(
-        settings.idempotency_table, f"notify#{status['job_id']}#FAILED"
-    ):
-        return  # EventBridge delivered this FAILED event twice; one message is enough
+    claim: Claim | str | None = None
+    if settings.idempotency_table:
+        claim = acquire(settings.idempotency_table, f"notify#{status['job_id']}#FAILED")
+        if not isinstance(claim, Claim):
+            return  # already sent (EventBridge delivered this FAILED event twice)
+    try:
+        _publish_failure(status, settings)
+    except BaseException:
+        if claim is not None:
+            release_quietly(claim)
+        raise
+    if claim is not None:
+        settle_quietly(claim, DONE)
+
+
+def _publish_failure(status: Mapping[str, Any], settings: RecordSettings) -> None:
     lines = [
         f"spikebatch run {status['run_id']} FAILED",
         f"reason: {status.get('status_reason') or 'not given by AWS Batch'}",

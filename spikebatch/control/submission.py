@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from spikebatch import aws
+from spikebatch import aws, scratch
 from spikebatch.contract import (
     DEFAULT_DANDI_API_URL,
     MANIFESTS_PREFIX,
@@ -29,6 +29,7 @@ from spikebatch.contract import (
     dandi_source,
     derive_run_id,
 )
+from spikebatch.control.idempotency import Claim
 from spikebatch.control.records import now, put_records
 from spikebatch.control.request import (
     FieldError,
@@ -42,8 +43,27 @@ from spikebatch.sorters import DEFAULT_SORTER
 log = logging.getLogger(__name__)
 
 
+CLAIM_TAG = "spikebatch:claim"
+"""Batch job tag naming the claim (one upload or request version) a job was submitted under.
+SubmitJob takes no idempotency token, so this tag is how an invocation that takes over a
+dead one's claim finds the job the dead one may have created (:func:`find_claimed_job`)."""
+
+
 class DeploymentConfigError(RuntimeError):
     """A required setting of the deployed stack is missing (names the variable)."""
+
+
+class JobMayExist(RuntimeError):
+    """A submission failed after SubmitJob may have created the job: never resubmit it
+    blindly. Under a claim, keep the claim: whoever takes it over looks the job up."""
+
+
+class SubmitOutcomeUnknown(JobMayExist):
+    """SubmitJob failed without an answer (a read timeout, a dropped connection, a 5xx)."""
+
+
+class RecordsIncomplete(JobMayExist):
+    """The job exists, but its run records could not be written with its id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +145,8 @@ class SubmittedJob:
     job_name: str
     job_queue: str
     runs: list[PlannedRun] = field(default_factory=list)
+    adopted: bool = False
+    """True when an earlier, interrupted invocation had submitted it (found, not submitted)."""
 
     def child_job_id(self, run: PlannedRun) -> str:
         """Batch names array children ``<parent-id>:<index>``."""
@@ -148,6 +170,7 @@ def _run_id(request: JobRequest, source: str) -> str:
         preprocessing=request.preprocessing,
         max_duration_s=request.max_duration_s,
         electrical_series_path=request.electrical_series_path,
+        sort_by_group=request.sort_by_group,
     )
 
 
@@ -192,6 +215,8 @@ def _common_env(request: JobRequest, dandi_api_url: str, output_uri: str) -> dic
         env[Env.MAX_DURATION_S.value] = repr(request.max_duration_s)
     if request.electrical_series_path is not None:
         env[Env.ELECTRICAL_SERIES_PATH.value] = request.electrical_series_path
+    if request.sort_by_group:
+        env[Env.SORT_BY_GROUP.value] = "true"
     return env
 
 
@@ -213,10 +238,49 @@ def _array_run_id(request: JobRequest, runs: list[PlannedRun]) -> str:
     return _run_id(request, f"dandiset-{request.dandiset_id}-{len(runs)}-assets-{digest}")
 
 
+def _refuse_what_fits_nowhere(
+    request: JobRequest,
+    runs: list[PlannedRun],
+    deployment: Deployment,
+    input_sizes: Mapping[str, int],
+) -> None:
+    """A recording no instance type of the stack can hold on its scratch produces no job."""
+    limits = deployment.limits
+    capacity = scratch.largest_scratch_bytes(
+        max_vcpus=limits.max_vcpus if limits else None,
+        max_memory_gib=limits.max_memory_gib if limits else None,
+    )
+    errors = []
+    for run in runs:
+        key = run.input_env.get(Env.DANDI_ASSET_PATH.value) or request.input_uri or ""
+        size = input_sizes.get(key)
+        why = size and scratch.refusal(
+            size,
+            request.sorter,
+            capacity_bytes=capacity,
+            sorter_params=request.sorter_params,
+            max_duration_s=request.max_duration_s,
+        )
+        if why:
+            errors.append(
+                FieldError("input_uri" if request.input_uri else "assets", f"{key}: {why}")
+            )
+    if errors:
+        raise RequestError(errors)
+
+
 def plan_submission(
-    request: JobRequest, deployment: Deployment, *, assets: Sequence[str] | None = None
+    request: JobRequest,
+    deployment: Deployment,
+    *,
+    assets: Sequence[str] | None = None,
+    input_sizes: Mapping[str, int] | None = None,
 ) -> SubmissionPlan:
-    """The exact Batch request for ``request``; ``assets`` are a resolved ``asset_glob``."""
+    """The exact Batch request for ``request``; ``assets`` are a resolved ``asset_glob``.
+
+    ``input_sizes`` (asset path or input URI -> bytes, where known) lets it refuse a
+    recording that no instance type of the stack can hold on its scratch volume.
+    """
     if deployment.limits is not None:  # re-check: the request may come from a file or flags
         request = parse_request(request.model_dump(exclude_unset=True), limits=deployment.limits)
     if request.input_uri is not None and request.input_uri.startswith("file://"):
@@ -224,6 +288,8 @@ def plan_submission(
             [FieldError("input_uri", "a file:// URI is local; Batch jobs read s3:// or https://")]
         )
     runs = _runs(request, assets)
+    if input_sizes:
+        _refuse_what_fits_nowhere(request, runs, deployment, input_sizes)
     output_uri = deployment.output_uri(request.output_prefix)
     env = _common_env(request, deployment.dandi_api_url, output_uri)
     is_array = len(runs) > 1
@@ -325,41 +391,108 @@ def write_submitted(
     put_records(bucket, records, "request.json")
 
 
+def find_claimed_job(
+    job_queue: str, job_name: str, claim_tag: str, *, region: str | None = None
+) -> dict[str, Any] | None:
+    """The job called ``job_name`` in ``job_queue`` tagged with ``claim_tag`` (the oldest, if
+    several), as DescribeJobs describes it; None if there is none.
+
+    ListJobs with a JOB_NAME filter sees every status. It is eventually consistent, which
+    is why it is only asked about jobs submitted at least the lease margin (10 s) ago.
+    """
+    batch = aws.client("batch", region=region)
+    ids: list[str] = []
+    pages = batch.get_paginator("list_jobs").paginate(
+        jobQueue=job_queue, filters=[{"name": "JOB_NAME", "values": [job_name]}]
+    )
+    for page in pages:
+        ids += [summary["jobId"] for summary in page.get("jobSummaryList", [])]
+    found = []
+    for start in range(0, len(ids), 100):
+        jobs = batch.describe_jobs(jobs=ids[start : start + 100])["jobs"]
+        found += [j for j in jobs if (j.get("tags") or {}).get(CLAIM_TAG) == claim_tag]
+    return min(found, key=lambda j: (j.get("createdAt", 0), j["jobId"]), default=None)
+
+
+def _adopt(plan: SubmissionPlan, claim: Claim, region: str | None) -> SubmittedJob | None:
+    """The job a dead holder of ``claim`` submitted, if it got as far as SubmitJob."""
+    name, queue = claim.replaced.get("job_name"), claim.replaced.get("job_queue")
+    if not name or not queue:
+        return None  # it never reached SubmitJob: nothing to find
+    found = find_claimed_job(queue, name, claim.tag, region=region)
+    if found is None:
+        return None
+    if found["jobName"] != plan.submit_job["jobName"]:
+        log.warning("adopted job %s is named %s, not %s", found["jobId"], found["jobName"], name)
+    log.info("job %s was submitted by an interrupted invocation; adopting it", found["jobId"])
+    return SubmittedJob(
+        run_id=plan.run_id,
+        job_id=found["jobId"],
+        job_name=found["jobName"],
+        job_queue=found["jobQueue"],
+        runs=plan.runs,
+        adopted=True,
+    )
+
+
 def submit(
     plan: SubmissionPlan,
     deployment: Deployment,
     *,
     submitted_by: str,
     region: str | None = None,
+    claim: Claim | None = None,
 ) -> SubmittedJob:
     """Records and manifest first, then SubmitJob, then the records again with the job id.
 
-    Once SubmitJob has succeeded nothing raises: a retry would submit a second job, so a
-    failure to note the job id in the records is logged instead (the run-record Lambda
-    still maps the job's state changes to the run through its tag).
+    A SubmitJob that failed without an answer raises :class:`SubmitOutcomeUnknown`.
+
+    Under a ``claim`` (the S3 trigger), the job carries the claim's tag and the claim notes
+    the job's name and queue just before SubmitJob; a holder that takes the claim over
+    from a dead one looks for that job first and adopts it instead of submitting again.
+    So once the job exists, a failure to write its id into the records raises
+    :class:`RecordsIncomplete`: Lambda's retry adopts the job and completes the records.
+    Without a claim (the CLI) that failure is logged instead, since a retry would submit
+    a second job (the run-record Lambda still maps the job to the run through its tag).
     """
     s3 = aws.client("s3", region=region)
     records = functools.partial(
         write_submitted, plan, bucket=deployment.bucket, submitted_by=submitted_by
     )
-    records(None)
-    if plan.manifest_key is not None:
-        s3.put_object(
-            Bucket=deployment.bucket,
-            Key=plan.manifest_key,
-            Body=json.dumps(plan.manifest, indent=1).encode(),
-            ContentType="application/json",
+    job = _adopt(plan, claim, region) if claim is not None else None
+    if job is None:
+        records(None)
+        if plan.manifest_key is not None:
+            s3.put_object(
+                Bucket=deployment.bucket,
+                Key=plan.manifest_key,
+                Body=json.dumps(plan.manifest, indent=1).encode(),
+                ContentType="application/json",
+            )
+        request = plan.submit_job
+        if claim is not None:
+            request = {**request, "tags": {**request["tags"], CLAIM_TAG: claim.tag}}
+            claim.note(job_name=request["jobName"], job_queue=request["jobQueue"])
+        try:
+            response = aws.client("batch", region=region).submit_job(**request)
+        except (ClientError, BotoCoreError) as exc:
+            if aws.outcome_unknown(exc):
+                raise SubmitOutcomeUnknown(
+                    f"SubmitJob got no answer ({exc}); job {request['jobName']} may exist:"
+                    f" check `spikebatch status {plan.run_id}` before submitting again"
+                ) from exc
+            raise
+        job = SubmittedJob(
+            run_id=plan.run_id,
+            job_id=response["jobId"],
+            job_name=response["jobName"],
+            job_queue=request["jobQueue"],
+            runs=plan.runs,
         )
-    response = aws.client("batch", region=region).submit_job(**plan.submit_job)
-    job = SubmittedJob(
-        run_id=plan.run_id,
-        job_id=response["jobId"],
-        job_name=response["jobName"],
-        job_queue=plan.submit_job["jobQueue"],
-        runs=plan.runs,
-    )
     try:
         records(job)
-    except (ClientError, BotoCoreError):
+    except (ClientError, BotoCoreError) as exc:
+        if claim is not None:
+            raise RecordsIncomplete(f"job {job.job_id} exists; its records lack its id") from exc
         log.exception("job %s submitted, but its run records lack the job id", job.job_id)
     return job

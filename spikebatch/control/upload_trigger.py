@@ -1,12 +1,16 @@
 """S3 upload → Batch: what the submit Lambda does with one S3 event, as plain functions.
 
 ``requests/**.json`` is a job-request file; ``uploads/**.nwb`` is a recording to sort with
-the stack's default sorter. A bad request starts no job and leaves
-``errors/<request-name>.json`` saying what is wrong, field by field. Malformed events
-never raise: each yields an outcome with an error object. S3 delivers at least once and
-sometimes concurrently, so every object version is claimed once in DynamoDB before any
-job is submitted; a claim whose work failed (AWS throttling, say) is released and the
-error re-raised so that Lambda's retry tries again.
+the stack's default sorter. A bad request, or an upload that is not a complete NWB (HDF5)
+file, starts no job and leaves ``errors/<name>.json`` saying what is wrong, field by
+field. Malformed events never raise: each yields an outcome with an error object.
+
+Exactly one job per object version, whatever instant the Lambda dies at (README, "Uploads
+under faults"): each version is claimed in DynamoDB under a lease that outlives any
+invocation (:mod:`.idempotency`); a claim whose work failed before SubmitJob is released
+and the error re-raised so that Lambda's retry tries again; a retry that takes over a dead
+invocation's claim first looks for the job that invocation may have submitted
+(:func:`~spikebatch.control.submission.submit` under a claim).
 """
 
 from __future__ import annotations
@@ -24,8 +28,20 @@ from botocore.exceptions import ClientError
 
 from spikebatch import aws
 from spikebatch.contract import ERRORS_PREFIX, REQUESTS_PREFIX, UPLOADS_PREFIX
-from spikebatch.control.dandi_assets import DandiLookupError, resolve_request_assets
-from spikebatch.control.idempotency import claim_once, settle
+from spikebatch.control.dandi_assets import (
+    DandiLookupError,
+    DandiUnavailableError,
+    resolve_request_assets,
+)
+from spikebatch.control.idempotency import (
+    DONE,
+    REJECTED,
+    Claim,
+    acquire,
+    release_quietly,
+    settle_quietly,
+)
+from spikebatch.control.nwb_check import HEAD_BYTES, NotAnNwbError, check_head
 from spikebatch.control.request import (
     MAX_REQUEST_BYTES,
     FieldError,
@@ -33,7 +49,13 @@ from spikebatch.control.request import (
     RequestError,
     parse_request,
 )
-from spikebatch.control.submission import Deployment, plan_submission, submit
+from spikebatch.control.submission import (
+    Deployment,
+    JobMayExist,
+    find_claimed_job,
+    plan_submission,
+    submit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +67,7 @@ class S3Object:
     version_id: str | None
     etag: str | None
     size: int | None
+    sequencer: str | None = None
 
     @property
     def uri(self) -> str:
@@ -52,14 +75,19 @@ class S3Object:
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.uri}#{self.version_id or self.etag or 'unversioned'}"
+        """One per upload: the version id (the data bucket is versioned), else the ETag and
+        S3's per-PUT ``sequencer``, so that uploading the same bytes again is a new upload
+        while a redelivered event is not."""
+        if self.version_id:
+            return f"{self.uri}#{self.version_id}"
+        return f"{self.uri}#{self.etag or 'no-etag'}#{self.sequencer or 'no-sequencer'}"
 
 
 @dataclass
 class Outcome:
     """What happened to one S3 object (or to an event that named none)."""
 
-    status: str  # submitted | rejected | duplicate | ignored
+    status: str  # submitted | recovered | rejected | duplicate | ignored
     object: str | None = None
     run_ids: list[str] = field(default_factory=list)
     job_id: str | None = None
@@ -81,7 +109,9 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _s3_object(bucket: Any, key: Any, version_id: Any, etag: Any, size: Any) -> S3Object:
+def _s3_object(
+    bucket: Any, key: Any, version_id: Any, etag: Any, size: Any, sequencer: Any = None
+) -> S3Object:
     """An S3Object from event fields, refusing anything S3 itself could not have sent."""
     if not isinstance(bucket, str) or not isinstance(key, str) or not key:
         raise EventShapeError("bucket name and object key must be non-empty strings")
@@ -100,6 +130,7 @@ def _s3_object(bucket: Any, key: Any, version_id: Any, etag: Any, size: Any) -> 
         version_id=_text(version_id),
         etag=_text(etag),
         size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        sequencer=_text(sequencer),
     )
 
 
@@ -122,6 +153,7 @@ def _s3_objects(event: Any) -> list[S3Object | Outcome]:
                 obj.get("version-id"),
                 obj.get("etag"),
                 obj.get("size"),
+                obj.get("sequencer"),
             )
         ]
     raw_records = event.get("Records")
@@ -141,6 +173,7 @@ def _s3_objects(event: Any) -> list[S3Object | Outcome]:
                     raw.get("versionId"),
                     raw.get("eTag"),
                     raw.get("size"),
+                    raw.get("sequencer"),
                 )
             )
         except _SHAPE_ERRORS as exc:
@@ -185,14 +218,19 @@ def handle_object(obj: S3Object, deployment: Deployment, *, table: str) -> Outco
                 errors=[_err("key", "expected requests/**.json or uploads/**.nwb")],
             )
         )
-    if not claim_once(table, obj.idempotency_key, object=obj.uri):
+    claim = acquire(table, obj.idempotency_key, object=obj.uri)  # ClaimBusy: retry later
+    if not isinstance(claim, Claim):
         return _logged(Outcome("duplicate", obj.uri))
     try:
-        outcome = _submit(obj, deployment, work)
+        outcome = _submit(obj, deployment, work, claim)
+    except JobMayExist:
+        raise  # keep the claim: whoever takes it over after the lease adopts the job
     except BaseException:
-        settle(table, obj.idempotency_key, "failed")  # let Lambda's retry claim it again
+        release_quietly(claim)  # nothing was submitted: let Lambda's retry claim it again
         raise
-    settle(table, obj.idempotency_key, "done" if outcome.status == "submitted" else "rejected")
+    # If this fails, the job still exists: whoever takes the claim over adopts it.
+    state = REJECTED if outcome.status == "rejected" else DONE
+    settle_quietly(claim, state, **({"job_id": outcome.job_id} if outcome.job_id else {}))
     return _logged(outcome)
 
 
@@ -201,24 +239,50 @@ def _err(field_name: str, message: str) -> dict[str, str]:
 
 
 def _logged(outcome: Outcome) -> Outcome:
-    level = logging.INFO if outcome.status in ("submitted", "duplicate") else logging.WARNING
+    level = logging.INFO if outcome.status in _ROUTINE else logging.WARNING
     log.log(
         level, f"{outcome.status} {outcome.object or 'event'}", extra={"outcome": outcome.to_json()}
     )
     return outcome
 
 
-def _submit(obj: S3Object, deployment: Deployment, work: Any) -> Outcome:
+_ROUTINE = ("submitted", "recovered", "duplicate")
+
+
+def _submit(obj: S3Object, deployment: Deployment, work: Any, claim: Claim) -> Outcome:
     try:
         request = work(obj, deployment)
         assets = resolve_request_assets(request, api_url=deployment.dandi_api_url)
-        plan = plan_submission(request, deployment, assets=[a.path for a in assets] or None)
+        sizes = {a.path: a.size for a in assets}
+        if request.input_uri == obj.uri and obj.size:  # an upload: its size came with the event
+            sizes[obj.uri] = obj.size
+        plan = plan_submission(
+            request, deployment, assets=[a.path for a in assets] or None, input_sizes=sizes
+        )
     except RequestError as exc:
-        return _reject(obj, deployment, exc.errors)
+        return _reject_unless_submitted(obj, deployment, claim, exc.errors)
+    except DandiUnavailableError:
+        raise  # the archive may answer a minute from now: Lambda retries
     except DandiLookupError as exc:
-        return _reject(obj, deployment, [FieldError("assets", str(exc))])
-    job = submit(plan, deployment, submitted_by=obj.uri)
-    return Outcome("submitted", obj.uri, [r.run_id for r in plan.runs], job.job_id)
+        return _reject_unless_submitted(obj, deployment, claim, [FieldError(exc.field, str(exc))])
+    job = submit(plan, deployment, submitted_by=obj.uri, claim=claim)
+    status = "recovered" if job.adopted else "submitted"
+    return Outcome(status, obj.uri, [r.run_id for r in plan.runs], job.job_id)
+
+
+def _reject_unless_submitted(
+    obj: S3Object, deployment: Deployment, claim: Claim, errors: list[FieldError]
+) -> Outcome:
+    """Reject, unless an interrupted invocation had already submitted the job (and the
+    object, or DANDI, changed since): that job stands, and the upload is not rejected."""
+    name, queue = claim.replaced.get("job_name"), claim.replaced.get("job_queue")
+    found = find_claimed_job(queue, name, claim.tag) if name and queue else None
+    if found is None:
+        return _reject(obj, deployment, errors)
+    log.warning("%s no longer plans (%s); job %s had been submitted", obj.uri, errors, name)
+    return Outcome(
+        "recovered", obj.uri, job_id=found["jobId"], errors=[e.to_json() for e in errors]
+    )
 
 
 def _request_from_file(obj: S3Object, deployment: Deployment) -> JobRequest:
@@ -230,30 +294,42 @@ def _request_from_file(obj: S3Object, deployment: Deployment) -> JobRequest:
     return parse_request(body, limits=deployment.limits, default_sorter=deployment.default_sorter)
 
 
-def _read(obj: S3Object, *, head: bool = False) -> Any:
-    """GetObject (or HeadObject) of exactly the version the event announced."""
+def _read(obj: S3Object, *, first_bytes: int | None = None) -> Any:
+    """GetObject of exactly the version the event announced (only its first bytes if asked)."""
     extra = {"VersionId": obj.version_id} if obj.version_id else {}
     if not extra and obj.etag:
         extra = {"IfMatch": f'"{obj.etag.strip(chr(34))}"'}
-    s3 = aws.client("s3")
+    if first_bytes is not None:
+        extra["Range"] = f"bytes=0-{first_bytes - 1}"
+    field_name = "request" if first_bytes is None else "upload"
     try:
-        return (s3.head_object if head else s3.get_object)(Bucket=obj.bucket, Key=obj.key, **extra)
+        return aws.client("s3").get_object(Bucket=obj.bucket, Key=obj.key, **extra)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
+        code = aws.error_code(exc)
         # Without s3:ListBucket, S3 answers 403 (not 404) for a key that does not exist.
         if code in {"NoSuchKey", "NoSuchVersion", "404", "NotFound", "403", "AccessDenied"}:
             raise RequestError(
-                [FieldError("request", f"the object is gone or unreadable ({code})")]
+                [FieldError(field_name, f"the object is gone or unreadable ({code})")]
             ) from None
         if code in {"PreconditionFailed", "412"}:
             raise RequestError(
-                [FieldError("request", "replaced since this event; the newer upload counts")]
+                [FieldError(field_name, "replaced since this event; the newer upload counts")]
             ) from None
+        if code == "InvalidRange":  # a ranged GET of an empty object
+            raise RequestError([FieldError(field_name, "the upload is empty (0 bytes)")]) from None
         raise
 
 
 def _request_from_upload(obj: S3Object, deployment: Deployment) -> JobRequest:
-    _read(obj, head=True)  # the upload must exist (as announced) before a job is paid for
+    """An upload is sorted only if its first bytes start a complete NWB (HDF5) file."""
+    answer = _read(obj, first_bytes=HEAD_BYTES)
+    head = answer["Body"].read(HEAD_BYTES)
+    total = answer.get("ContentRange", "").rpartition("/")[2]
+    size = int(total) if total.isdigit() else int(answer.get("ContentLength", len(head)))
+    try:
+        check_head(head, size)
+    except NotAnNwbError as exc:
+        raise RequestError([FieldError("upload", str(exc))]) from None
     return parse_request({"input_uri": obj.uri, "sorter": deployment.default_sorter})
 
 
@@ -270,7 +346,11 @@ def _reject(obj: S3Object, deployment: Deployment, errors: list[FieldError]) -> 
         "etag": obj.etag,
         "errors": [e.to_json() for e in errors],
         "rejected_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "what_to_do": "fix the fields above and upload the request again (README: Submit)",
+        "what_to_do": (
+            "upload the complete NWB file again (README: Uploading instead)"
+            if obj.key.startswith(UPLOADS_PREFIX)
+            else "fix the fields above and upload the request again (README: Submit)"
+        ),
     }
     aws.client("s3").put_object(
         Bucket=deployment.bucket,

@@ -3,7 +3,8 @@
 ``download`` fetches a recording from ``https://`` (parallel ranged GETs), ``s3://``
 (boto3's transfer manager) or ``file://`` and verifies it against DANDI's digests;
 ``upload_tree``, ``write_bytes``, ``read_bytes`` and ``delete_prefix`` handle results
-on ``s3://`` and ``file://``.
+on ``s3://`` and ``file://``; ``remote_size`` and ``signed_url`` size an input before it
+is fetched.
 """
 
 from spikebatch.transfer.digests import ETAG, MD5, SHA256
@@ -14,6 +15,7 @@ from spikebatch.transfer.errors import (
     TransferError,
 )
 from spikebatch.transfer.fetch import download
+from spikebatch.transfer.remote import remote_size, signed_url
 from spikebatch.transfer.result import DownloadResult
 from spikebatch.transfer.store import delete_prefix, read_bytes, upload_tree, write_bytes
 
@@ -29,6 +31,8 @@ __all__ = [
     "delete_prefix",
     "download",
     "read_bytes",
+    "remote_size",
+    "signed_url",
     "upload_tree",
     "write_bytes",
 ]

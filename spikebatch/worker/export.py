@@ -19,37 +19,111 @@ from spikebatch.worker.recording import SessionInfo
 log = logging.getLogger(__name__)
 
 
-def write_units_nwb(
-    analyzer: Any, session: SessionInfo, path: Path, *, source: str, sorter: str
-) -> None:
-    """Write the sorted units (spike times, templates, quality metrics) to ``path``."""
-    from neuroconv.tools.spikeinterface import add_sorting_analyzer_to_nwbfile
-    from pynwb import NWBHDF5IO, NWBFile
-    from pynwb.file import Subject
+class UnitsNwb:
+    """One ``units.nwb`` for the whole run: every part's units, each tied to its electrode group.
 
-    nwbfile = NWBFile(
-        session_description=session.session_description,
-        identifier=str(uuid.uuid4()),
-        session_start_time=session.session_start_time,
-        session_id=session.session_id,
-        lab=session.lab,
-        institution=session.institution,
-        subject=Subject(**session.subject) if session.subject else None,
-        source_script=f"spikebatch worker: {sorter} on {source}",
-        source_script_file_name="spikebatch/worker/pipeline.py",
-        notes=f"Spike sorting of {source} (source NWB identifier {session.identifier}).",
-        was_generated_by=[["spikebatch", _version()]],
-    )
-    add_sorting_analyzer_to_nwbfile(
-        analyzer,
-        nwbfile=nwbfile,
-        units_description=f"Units sorted by {sorter} (spikebatch) from {source}",
-    )
-    if nwbfile.units is not None and nwbfile.units.resolution is None:
-        nwbfile.units.resolution = 1.0 / analyzer.sampling_frequency
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with NWBHDF5IO(path, mode="w") as io:
-        io.write(nwbfile)
+    Parts are added as they finish (their analyzers are deleted afterwards); the file is
+    written once at the end. With several parts each unit is named ``<part>/<unit id>`` and
+    the devices and electrode groups keep the source file's names and descriptions.
+    """
+
+    def __init__(self, session: SessionInfo, *, source: str, sorter: str) -> None:
+        from pynwb import NWBFile
+        from pynwb.file import Subject
+
+        self.session = session
+        self.source = source
+        self.sorter = sorter
+        self.nwbfile = NWBFile(
+            session_description=session.session_description,
+            identifier=str(uuid.uuid4()),
+            session_start_time=session.session_start_time,
+            session_id=session.session_id,
+            lab=session.lab,
+            institution=session.institution,
+            subject=Subject(**session.subject) if session.subject else None,
+            source_script=f"spikebatch worker: {sorter} on {source}",
+            source_script_file_name="spikebatch/worker/pipeline.py",
+            notes=f"Spike sorting of {source} (source NWB identifier {session.identifier}).",
+            was_generated_by=[["spikebatch", _version()]],
+        )
+        self._unit_groups: list[str] = []
+        self.sampling_frequency: float | None = None
+
+    def add(self, analyzer: Any, *, part: str = "") -> int:
+        """Add one part's units (spike times, templates, quality metrics); returns how many."""
+        from neuroconv.tools.spikeinterface import add_sorting_analyzer_to_nwbfile
+
+        recording = analyzer.recording
+        sorting = analyzer.sorting
+        groups = _unit_groups(analyzer)
+        if part:  # unique names across parts (neuroconv merges units that share a name)
+            sorting.set_property("unit_name", [f"{part}/{u}" for u in sorting.unit_ids])
+        add_sorting_analyzer_to_nwbfile(
+            analyzer,
+            nwbfile=self.nwbfile,
+            metadata=self._ecephys_metadata(set(groups)),
+            recording=recording,
+            units_description=f"Units sorted by {self.sorter} (spikebatch) from {self.source}",
+        )
+        self._unit_groups += groups
+        self.sampling_frequency = analyzer.sampling_frequency
+        return len(groups)
+
+    def _ecephys_metadata(self, groups: set[str]) -> dict[str, Any]:
+        """Devices and electrode groups as the source file describes them (neuroconv's
+        dict-based metadata, keyed by name; groups match the recording's group names)."""
+        known = {g: i for g, i in self.session.electrode_groups.items() if g in groups}
+        devices = {i["device"] for i in known.values() if i.get("device")}
+        return {
+            "Devices": {
+                name: {
+                    "name": name,
+                    **{k: v for k, v in self.session.devices.get(name, {}).items() if v},
+                }
+                for name in sorted(devices)
+            },
+            "Ecephys": {
+                "ElectrodeGroups": {
+                    name: {
+                        "name": name,
+                        "description": info.get("description") or name,
+                        "location": info.get("location") or "unknown",
+                        **({"device_metadata_key": info["device"]} if info.get("device") else {}),
+                    }
+                    for name, info in sorted(known.items())
+                }
+            },
+        }
+
+    def write(self, path: Path) -> None:
+        """Write the file, with each unit's ``electrode_group`` (where its peak channel is)."""
+        from pynwb import NWBHDF5IO
+
+        units = self.nwbfile.units
+        if units is not None:
+            if units.resolution is None and self.sampling_frequency:
+                units.resolution = 1.0 / self.sampling_frequency
+            electrode_groups = self.nwbfile.electrode_groups
+            if self._unit_groups and all(g in electrode_groups for g in self._unit_groups):
+                units.add_column(
+                    name="electrode_group",
+                    description="the electrode group (probe or shank) of the unit's peak channel",
+                    data=[electrode_groups[g] for g in self._unit_groups],
+                )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with NWBHDF5IO(path, mode="w") as io:
+            io.write(self.nwbfile)
+
+
+def _unit_groups(analyzer: Any) -> list[str]:
+    """Each unit's channel group (the electrode group of its peak channel), as a string."""
+    recording_groups = analyzer.get_recording_property("group")
+    channel_ids = list(analyzer.channel_ids)
+    peak = analyzer.get_main_channels(outputs="id", with_dict=True)
+    if recording_groups is None:
+        return ["" for _ in analyzer.unit_ids]
+    return [str(recording_groups[channel_ids.index(peak[u])]) for u in analyzer.unit_ids]
 
 
 def _version() -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 
-#: Seconds of traces per chunk. Longer chunks amortise per-chunk costs: the filters'
-#: margins decompress the neighbouring HDF5 chunks again, and SpikeInterface runs a
-#: ``gc.collect()`` per chunk. For 384 channels with bandpass + CMR, 5 s chunks wrote the
-#: sorter's input 15-20% faster than 1 s; 10 s was no faster and took twice the memory
-#: (``make bench`` convert, 2026-11-22).
+#: Seconds of traces per chunk. Longer chunks amortise per-chunk costs: the margins (the
+#: phase shift's 40 ms each side, the filters') decompress neighbouring HDF5 chunks again and
+#: are transformed for nothing, and SpikeInterface runs a ``gc.collect()`` per chunk. On the
+#: default Kilosort path (phase shift only), 384 channels, 5 s chunks wrote the sorter's
+#: input 1.3x faster than 1 s (``make bench`` convert, 2026-12-01); with bandpass + CMR
+#: 5 s was 15-20% faster than 1 s before the phase shift was in the chain (2026-11-22).
 CHUNK_DURATION_S = 5
 #: Peak memory of one worker at that chunk size, 384 channels, bandpass + CMR (measured
 #: 1.3 GB: the filter works on float64 copies), rounded up.

@@ -3,10 +3,16 @@
 Each stage is timed and named; any failure is recorded in run.json with its stage, and
 the exit code is non-zero. The same :func:`main` runs in ``docker run``, on Batch and
 in-process (``make demo``, the tests): it reads only the environment it is given.
+
+A run has one or more *parts* (a probe's series, or one shank of it): every part's traces
+are written for its sorter first, then the NWB is freed, then each part is sorted, analyzed
+and exported in turn, its scratch freed before the next (``spikebatch.scratch`` bounds what
+is held; the budget is checked in ``fetch``, before the download).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -30,6 +36,7 @@ from spikebatch.worker.instance import detect_instance
 from spikebatch.worker.jobkw import job_kwargs
 from spikebatch.worker.manifest import new_record, now
 from spikebatch.worker.publish import Publisher
+from spikebatch.worker.scratch import RunScratch, ScratchMeter, deleted_but_open, tree_bytes
 from spikebatch.worker.settings import ConfigError, WorkerSettings
 
 log = logging.getLogger("spikebatch.worker")
@@ -100,15 +107,21 @@ class _Run:
         self.started = time.monotonic()
         self.record = new_record(settings, self.run_id, dict(environ))
         self.publisher = Publisher(settings.output_uri, self.run_id)
-        self.scratch = settings.scratch_dir / self.run_id
+        self.run_scratch = RunScratch(settings.scratch_dir, self.run_id)
+        self.scratch = self.run_scratch.path
         self.results = self.scratch / "results"
+        self.meter = ScratchMeter(self.scratch)
+        #: On Batch the instance is reused: a run removes its scratch however it ends.
+        self.on_batch = bool(environ.get("AWS_BATCH_JOB_ID"))
         self.job_kwargs = job_kwargs()
         self.began_publishing = False
+        self.part: str | None = None  # the part being sorted, when a run has several
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         self.record["stage"] = name
-        log.info("stage %s: start", name)
+        self.meter.set_stage(name)
+        log.info("stage %s: start%s", name, f" ({self.part})" if self.part else "")
         if self.began_publishing:  # run.json shows the stage in progress (and the timings)
             self.checkpoint()
         t0 = time.monotonic()
@@ -117,16 +130,37 @@ class _Run:
         except (StageError, Interrupted):
             raise
         except (WorkerError, transfer.TransferError) as exc:
-            raise StageError(name, str(exc)) from exc
+            raise StageError(name, self._in_part(str(exc))) from exc
         except Exception as exc:
             log.exception("stage %s: unexpected error", name)
-            raise StageError(name, one_line(exc)) from exc
+            raise StageError(name, self._in_part(one_line(exc))) from exc
         finally:
             seconds = time.monotonic() - t0
             timings = self.record["timings_s"]
             timings[name] = round(timings.get(name, 0.0) + seconds, 2)  # publish runs twice
             self.record["timings_s"] = {s: timings[s] for s in STAGES if s in timings}
             log.info("stage %s: %.1f s", name, seconds)
+
+    def _in_part(self, message: str) -> str:
+        return f"{self.part}: {message}" if self.part else message
+
+    def check_scratch(self, plan: Any, basis: str) -> None:
+        """The scratch budget against the free space (plus what this run already holds)."""
+        from spikebatch.worker import budget
+        from spikebatch.worker.scratch import free_bytes
+
+        available = free_bytes(self.scratch) + tree_bytes(self.scratch)
+        where = self.settings.scratch_dir
+        checked = budget.check(plan, available, basis, self.settings, where)
+        self.record["scratch"]["plan"] = checked.as_dict()
+        budget.require(checked, self.settings, where)
+
+    def record_scratch(self) -> None:
+        """run.json's measured scratch: the peak overall and per stage."""
+        self.record["scratch"].update(
+            peak_bytes=self.meter.peak_bytes,
+            stage_peak_bytes=dict(self.meter.stage_peaks),
+        )
 
     def checkpoint(self) -> None:
         """Rewrite run.json (still running) so readers see progress stage by stage.
@@ -156,6 +190,7 @@ class _Run:
                 spot=spot,
                 sorter=self.settings.sorter,
                 input_bytes=rec_input.get("size"),
+                preprocessing=self.settings.preprocessing,
             ).as_dict()
         self.record["cost"] = {
             "instance_type": instance_type,
@@ -185,13 +220,15 @@ def run(settings: WorkerSettings, environ: Mapping[str, str]) -> Outcome:
                 "spot": info.spot,
                 "source": info.source,
             }
-            if job.results.exists():
-                shutil.rmtree(job.results)
+            removed = job.run_scratch.claim()
+            job.record["scratch"] = {"dir": str(job.scratch), "removed_stale_runs": removed}
+            _clear_own_scratch(job)
             job.results.mkdir(parents=True)
-        with job.stage("publish"):
-            job.publisher.begin(job.record)
-            job.began_publishing = True
-        _run_stages(job)
+        with job.meter:
+            with job.stage("publish"):
+                job.publisher.begin(job.record)
+                job.began_publishing = True
+            _run_stages(job)
     except (StageError, Interrupted) as exc:
         return _fail(job, _as_stop(job, exc))
     except Exception as exc:  # a bug between stages: still a record and a clean exit code
@@ -202,19 +239,36 @@ def run(settings: WorkerSettings, environ: Mapping[str, str]) -> Outcome:
         f"succeeded: {job.record['units']['count']} units -> {job.publisher.dest}/ "
         f"({', '.join(f'{k} {v:.1f}s' for k, v in job.record['timings_s'].items())})"
     )
-    shutil.rmtree(job.scratch, ignore_errors=True)
+    job.run_scratch.release(remove=True)
     return Outcome(
         ExitCode.OK, job.record, job.publisher.dest, message, None, dict(job.record["timings_s"])
     )
 
 
+def _clear_own_scratch(job: _Run) -> None:
+    """An earlier attempt of this RUN_ID on this host: keep its download (verified again
+    before reuse, or resumed), clear the rest."""
+    for child in job.scratch.iterdir():
+        if child.name != "input":
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+
 def _run_stages(job: _Run) -> None:
-    from spikebatch.worker import export, postprocess, preprocess, recording, report, sort
+    from spikebatch.worker import budget, export, layout, recording
 
     settings, rec_input = job.settings, job.record["input"]
     with job.stage("fetch"):
         resolved = fetch_stage.resolve(settings)
         rec_input.update(url=_redact(resolved.url), dandi_asset_id=resolved.dandi_asset_id)
+        # Before any byte of the recording: its size and (remote) shape against free space.
+        early = budget.before_download(
+            resolved.url, resolved.expected_size, resolved.filename, settings
+        )
+        if early is not None:
+            job.check_scratch(*early)
         downloaded = fetch_stage.fetch(resolved, job.scratch)
         rec_input.update(
             size=downloaded.size,
@@ -226,51 +280,38 @@ def _run_stages(job: _Run) -> None:
             download_s=round(downloaded.seconds, 2),
             resumed_bytes=downloaded.resumed_bytes,
         )
+        # The exact shape, from the file itself, before anything is converted.
+        nwb = downloaded.path
+        series = layout.choose(layout.local_series(nwb), settings.electrical_series_path, nwb.name)
+        job.check_scratch(budget.plan_for(downloaded.size, series, settings), "file")
     with job.stage("open"):
-        series = recording.choose_series(downloaded.path, settings.electrical_series_path)
-        raw = recording.open_recording(downloaded.path, series)
-        session = recording.read_session(downloaded.path)
+        session = recording.read_session(nwb)
+        parts = recording.plan_parts(nwb, series, by_group=settings.sort_by_group)
         rec_input.update(
-            electrical_series_path=series,
-            n_channels=raw.get_num_channels(),
-            sampling_frequency=raw.sampling_frequency,
-            duration_s=round(raw.get_total_duration(), 3),
+            electrical_series_path=series[0].path if len(series) == 1 else None,
+            electrical_series_paths=[s.path for s in series],
+            n_channels=sum(s.n_channels for s in series),
+            sampling_frequency=series[0].rate_hz,
+            duration_s=round(max(s.n_frames / (s.rate_hz or 30_000.0) for s in series), 3),
             session_identifier=session.identifier,
         )
     with job.stage("preprocess"):
-        traces, applied = preprocess.preprocess(
-            raw, settings.preprocessing, max_duration_s=settings.max_duration_s
+        traces = _write_sorter_inputs(job, nwb, parts)
+        job.record["scratch"]["raw_bytes"] = sum(
+            f.stat().st_size for f in (job.scratch / "preprocessed").rglob("*.raw")
         )
-        job.record["preprocessing"]["applied"] = applied
-        rec_input["sorted_duration_s"] = round(traces.get_total_duration(), 3)
-        traces = preprocess.materialize(traces, job.scratch / "preprocessed", job.job_kwargs)
+        _free_input(job, nwb)
     job.set_cost()
-    with job.stage("sort"):
-        sorting = sort.run_sort(
-            traces, settings.sorter, settings.sorter_params, job.scratch / "sorter", job.job_kwargs
-        )
-    with job.stage("postprocess"):
-        analyzer = postprocess.analyze(sorting, traces, job.scratch / "analyzer", job.job_kwargs)
-        metrics = postprocess.quality_metrics(analyzer)
-        postprocess.write_quality_metrics(metrics, job.results / "quality_metrics.csv")
-        job.record["units"] = {
-            "count": sorting.get_num_units(),
-            "quality_metrics_rows": len(metrics),
-            "snr_ge_5": int((metrics["snr"] >= 5).sum()) if "snr" in metrics else None,
-            "spikes": int(sorting.count_total_num_spikes()),
-        }
+    units_nwb = export.UnitsNwb(session, source=settings.source, sorter=settings.sorter)
+    job.record["parts"] = []
+    for part in parts:
+        job.part = part.key or None
+        _sort_part(job, part, traces.pop(part.key), units_nwb)
+    job.part = None
+    job.record["units"] = _total_units([p["units"] for p in job.record["parts"]])
     with job.stage("export"):
-        sorting.save(folder=job.results / "sorting", overwrite=True)
-        export.write_units_nwb(
-            analyzer,
-            session,
-            job.results / "units.nwb",
-            source=settings.source,
-            sorter=settings.sorter,
-        )
+        units_nwb.write(job.results / "units.nwb")
         job.record["nwbinspector"] = export.inspect_units_nwb(job.results / "units.nwb")
-        title = f"{settings.sorter} · {Path(rec_input['source']).name}"
-        report.write_report(analyzer, metrics, job.results / "report", title=title)
     with job.stage("publish"):
         job.record["outputs"] = sorted(
             p.relative_to(job.results).as_posix() for p in job.results.rglob("*") if p.is_file()
@@ -278,7 +319,112 @@ def _run_stages(job: _Run) -> None:
         job.publisher.upload(job.results)
         job.record.update(status="succeeded", stage="done", finished_at=now(), updated_at=now())
         job.set_cost()
+        job.record_scratch()
         job.publisher.write_record(job.record)
+
+
+def _write_sorter_inputs(job: _Run, nwb: Path, parts: list[Any]) -> dict[str, Any]:
+    """Each part's preprocessing chain, written once to an int16 binary in scratch.
+
+    Runs in its own frame so that the lazy chains (which hold the NWB open) are gone when
+    it returns and the NWB can really be freed.
+    """
+    from spikebatch.worker import preprocess, recording
+
+    settings = job.settings
+    written = {}
+    for part in parts:
+        job.part = part.key or None
+        raw = recording.open_part(nwb, part)
+        chain, applied = preprocess.preprocess(
+            raw,
+            settings.preprocessing,
+            max_duration_s=settings.max_duration_s,
+            strict=not settings.preprocessing_is_default,
+        )
+        job.record["preprocessing"]["applied"] = applied
+        job.record["input"]["sorted_duration_s"] = round(chain.get_total_duration(), 3)
+        folder = job.scratch / "preprocessed" / (part.key or "traces")
+        written[part.key] = preprocess.materialize(chain, folder, job.job_kwargs)
+    job.part = None
+    return written
+
+
+def _free_input(job: _Run, nwb: Path) -> None:
+    """Delete the NWB once every part's traces and the session's metadata are out."""
+    job.meter.sample()  # the convert stage's peak, with the NWB still here
+    gc.collect()  # recordings that held the file open
+    size = nwb.stat().st_size
+    nwb.unlink()
+    held = deleted_but_open(job.scratch)
+    job.record["scratch"]["deleted_but_open"] = held
+    if held:
+        log.warning("scratch: %s deleted but still open; its space is not free yet", held)
+    log.info("scratch: freed the input (%.1f MB): every part's traces are out", size / 1e6)
+
+
+def _sort_part(job: _Run, part: Any, traces: Any, units_nwb: Any) -> None:
+    """Sort one part, analyze it, write its results; then free its scratch."""
+    from spikebatch.worker import postprocess, report, sort
+
+    settings = job.settings
+    key = part.key or "traces"
+    where = job.results / "probes" / part.key if part.key else job.results
+    sorter_folder = job.scratch / "sorter" / key
+    analyzer_folder = job.scratch / "analyzer" / key
+    with job.stage("sort"):
+        sorting = sort.run_sort(
+            traces, settings.sorter, settings.sorter_params, sorter_folder, job.job_kwargs
+        )
+        job.meter.sample()  # the sorter's peak, before its copy goes
+        sort.free_leftovers(settings.sorter, sorter_folder)
+    with job.stage("postprocess"):
+        analyzer = postprocess.analyze(sorting, traces, analyzer_folder, job.job_kwargs)
+        metrics = postprocess.quality_metrics(analyzer)
+        postprocess.write_quality_metrics(metrics, where / "quality_metrics.csv")
+        units = {
+            "count": sorting.get_num_units(),
+            "quality_metrics_rows": len(metrics),
+            "snr_ge_5": int((metrics["snr"] >= 5).sum()) if "snr" in metrics else None,
+            "spikes": int(sorting.count_total_num_spikes()),
+        }
+    with job.stage("export"):
+        sorting.save(folder=where / "sorting", overwrite=True)
+        units_nwb.add(analyzer, part=part.key)
+        title = f"{settings.sorter} · {Path(job.record['input']['source']).name}"
+        report.write_report(
+            analyzer,
+            metrics,
+            where / "report",
+            title=f"{title} · {part.key}" if part.key else title,
+        )
+    job.record.setdefault("parts", []).append(
+        {
+            "key": part.key,
+            "electrical_series_path": part.series.path,
+            "group": part.group,
+            "n_channels": traces.get_num_channels(),
+            "electrode_groups": sorted({str(g) for g in traces.get_channel_groups()}),
+            "units": units,
+            "results": f"probes/{part.key}/" if part.key else "",
+        }
+    )
+    job.meter.sample()
+    # Its results are out: free its traces, sorter folder and analyzer for the next part.
+    del analyzer, sorting, traces, metrics
+    gc.collect()  # the recording objects hold the binary open
+    for folder in (sorter_folder, analyzer_folder, job.scratch / "preprocessed" / key):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _total_units(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    snr = [p["snr_ge_5"] for p in parts]
+    return {
+        "count": sum(p["count"] for p in parts),
+        "quality_metrics_rows": sum(p["quality_metrics_rows"] for p in parts),
+        "snr_ge_5": None if None in snr else sum(snr),
+        "spikes": sum(p["spikes"] for p in parts),
+    }
 
 
 def _as_stop(job: _Run, exc: WorkerError) -> WorkerError:
@@ -304,6 +450,8 @@ def _fail(job: _Run, exc: BaseException) -> Outcome:
         error={"stage": stage, "message": message, "type": type(exc.__cause__ or exc).__name__},
     )
     job.set_cost()
+    if "scratch" in job.record:
+        job.record_scratch()
     try:
         if job.began_publishing:
             job.publisher.write_record(job.record)
@@ -313,14 +461,18 @@ def _fail(job: _Run, exc: BaseException) -> Outcome:
         log.error(
             "could not write run.json (failed) to %s: %s", job.publisher.run_json_uri, write_exc
         )
-    log.info("scratch kept for inspection: %s", job.scratch)
+    # On Batch nobody inspects a reused instance's disk: the next job needs the space.
+    job.run_scratch.release(remove=job.on_batch)
+    kept = None if job.on_batch else job.scratch
+    if kept is not None and kept.exists():
+        log.info("scratch kept for inspection: %s", kept)
     code = ExitCode.INTERRUPTED if isinstance(exc, Interrupted) else ExitCode.FAILED
     return Outcome(
         code,
         job.record,
         job.publisher.dest,
         f"failed in {stage}: {message}",
-        job.scratch,
+        kept,
         dict(job.record["timings_s"]),
     )
 

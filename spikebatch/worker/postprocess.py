@@ -9,6 +9,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from spikebatch.scratch import (
+    CORRELOGRAM_BIN_MS,
+    CORRELOGRAM_WINDOW_MS,
+    MAX_SPIKES_PER_UNIT,
+    WAVEFORM_MS_AFTER,
+    WAVEFORM_MS_BEFORE,
+)
+
 log = logging.getLogger(__name__)
 
 #: The quality metrics in quality_metrics.csv (SpikeInterface names).
@@ -21,14 +29,16 @@ QUALITY_METRICS = [
     "amplitude_cutoff",
 ]
 
+#: What the analyzer computes; the sizes that bound its folder are shared with the scratch
+#: budget (``spikebatch.scratch``).
 _EXTENSIONS: dict[str, dict[str, Any]] = {
-    "random_spikes": {"method": "uniform", "max_spikes_per_unit": 500, "seed": 0},
-    "waveforms": {"ms_before": 1.0, "ms_after": 2.0},
+    "random_spikes": {"method": "uniform", "max_spikes_per_unit": MAX_SPIKES_PER_UNIT, "seed": 0},
+    "waveforms": {"ms_before": WAVEFORM_MS_BEFORE, "ms_after": WAVEFORM_MS_AFTER},
     "templates": {"operators": ["average", "std"]},
     "noise_levels": {},
     "spike_amplitudes": {},
     "unit_locations": {"method": "monopolar_triangulation"},
-    "correlograms": {"window_ms": 50.0, "bin_ms": 1.0},
+    "correlograms": {"window_ms": CORRELOGRAM_WINDOW_MS, "bin_ms": CORRELOGRAM_BIN_MS},
     "template_similarity": {},
 }
 

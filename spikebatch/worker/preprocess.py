@@ -2,8 +2,10 @@
 
 ``PREPROCESSING`` is a JSON object of ``step -> kwargs`` applied in order, e.g.
 ``{"bandpass": {"freq_min": 300}, "common_reference": {}}``. Unset or ``{}`` means the
-Neuropixels defaults below; ``null`` means none. Steps and their kwargs are checked
-against SpikeInterface's own signatures at config time, so a typo fails before any download.
+sorter's declared default (``spikebatch.sorters``: phase shift only for Kilosort, which
+filters and re-references on the GPU; phase shift + bandpass + median reference for the
+others); ``null`` means none. Steps and their kwargs are checked against SpikeInterface's
+own signatures at config time, so a typo fails before any download.
 """
 
 from __future__ import annotations
@@ -16,31 +18,24 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: Step name -> SpikeInterface function name in ``spikeinterface.preprocessing``.
+#: Step name -> ``module:function``: SpikeInterface's preprocessing, except the phase shift,
+#: which is SpikeInterface's algorithm in a faster implementation (``phase_shift.py``).
 STEPS: dict[str, str] = {
-    "phase_shift": "phase_shift",
-    "highpass": "highpass_filter",
-    "bandpass": "bandpass_filter",
-    "notch": "notch_filter",
-    "common_reference": "common_reference",
+    "phase_shift": "spikebatch.worker.phase_shift:phase_shift",
+    "highpass": "spikeinterface.preprocessing:highpass_filter",
+    "bandpass": "spikeinterface.preprocessing:bandpass_filter",
+    "notch": "spikeinterface.preprocessing:notch_filter",
+    "common_reference": "spikeinterface.preprocessing:common_reference",
 }
 #: Extra kwargs the filter steps forward to ``spikeinterface.preprocessing.filter``.
 _FILTER_KWARGS = {"filter_order", "ftype", "filter_mode", "coeff", "add_reflect_padding"}
 
-#: Neuropixels defaults: undo the ADC multiplexing delay (only where the file records it),
-#: 300-6000 Hz band, global median reference.
-DEFAULT_PREPROCESSING: dict[str, dict[str, Any]] = {
-    "phase_shift": {},
-    "bandpass": {"freq_min": 300.0, "freq_max": 6000.0},
-    "common_reference": {"reference": "global", "operator": "median"},
-}
-_OPTIONAL_WHEN_DEFAULT = {"phase_shift"}
-
 
 def _step_function(step: str) -> Callable[..., Any]:
-    import spikeinterface.preprocessing as spre
+    import importlib
 
-    return getattr(spre, STEPS[step])
+    module, name = STEPS[step].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def validate_preprocessing(steps: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -74,8 +69,13 @@ def preprocess(
     steps: Mapping[str, Mapping[str, Any]] | None,
     *,
     max_duration_s: float | None = None,
+    strict: bool = False,
 ) -> tuple[Any, list[str]]:
-    """Slice to ``max_duration_s``, then apply ``steps``; returns the recording and what was applied."""
+    """Slice to ``max_duration_s``, then apply ``steps``; returns the recording and what was applied.
+
+    ``phase_shift`` needs the file's per-channel ``inter_sample_shift`` (Neuropixels): where it
+    is missing the step is skipped, unless ``strict`` (the user asked for it by name).
+    """
     applied: list[str] = []
     if max_duration_s is not None:
         n_frames = min(
@@ -83,10 +83,9 @@ def preprocess(
         )
         recording = recording.frame_slice(start_frame=0, end_frame=n_frames)
         applied.append(f"first {n_frames / recording.sampling_frequency:g} s")
-    is_default = steps == DEFAULT_PREPROCESSING
     for step, kwargs in (steps or {}).items():
         if step == "phase_shift" and recording.get_property("inter_sample_shift") is None:
-            if is_default and step in _OPTIONAL_WHEN_DEFAULT:
+            if not strict:
                 log.info("preprocess: no inter_sample_shift in the file; skipping phase_shift")
                 continue
             raise ValueError(
@@ -99,6 +98,31 @@ def preprocess(
     return recording, applied
 
 
+def fft_friendly_chunks(recording: Any, job_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Job kwargs whose chunk length makes the phase shift's FFTs fast.
+
+    SpikeInterface's phase shift transforms each chunk plus a margin on both sides; at 5 s
+    and 30 kHz that is 152,400 samples (a factor of 127), which scipy's FFT runs 5x slower
+    than a 5-smooth length. The chunk grows to the next fast length (151,200 + margins: 0.8%).
+    """
+    from scipy.fft import next_fast_len
+    from spikeinterface.core.job_tools import ensure_chunk_size
+    from spikeinterface.preprocessing.phase_shift import PhaseShiftRecording as SIPhaseShift
+
+    from spikebatch.worker.phase_shift import PhaseShiftRecording
+
+    node = recording
+    while node is not None and not isinstance(node, PhaseShiftRecording | SIPhaseShift):
+        node = node.get_parent()
+    if node is None:
+        return dict(job_kwargs)
+    margin = int(node._kwargs.get("margin_ms", 40.0) * node.sampling_frequency / 1000.0)
+    wanted = ensure_chunk_size(recording, **{k: v for k, v in job_kwargs.items() if "chunk" in k})
+    fast = next_fast_len(wanted + 2 * margin, real=True)
+    kwargs = {k: v for k, v in job_kwargs.items() if k not in ("chunk_duration", "chunk_memory")}
+    return {**kwargs, "chunk_size": fast - 2 * margin}
+
+
 def materialize(recording: Any, folder: Path, job_kwargs: Mapping[str, Any]) -> Any:
     """Run the preprocessing chain once, into a flat binary in scratch; return that recording.
 
@@ -107,7 +131,8 @@ def materialize(recording: Any, folder: Path, job_kwargs: Mapping[str, Any]) -> 
     (int16 stays int16), Kilosort 3/4 take the file as it is (SpikeInterface's
     ``binary_compatible_with``: no second copy) and the analyzer reads plain samples.
     """
-    saved = recording.save(folder=folder, format="binary", overwrite=True, **job_kwargs)
+    kwargs = fft_friendly_chunks(recording, job_kwargs)
+    saved = recording.save(folder=folder, format="binary", overwrite=True, **kwargs)
     log.info(
         "preprocess: %d channels x %.1f s written to %s",
         saved.get_num_channels(),

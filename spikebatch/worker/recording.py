@@ -1,21 +1,25 @@
-"""Open stage: pick the ElectricalSeries to sort and open it with its probe geometry.
+"""Open stage: the parts to sort (one per probe, or per shank) opened with their geometry.
 
-The raw acquisition series is chosen unless ``ELECTRICAL_SERIES_PATH`` names one; with
-several candidates and none named, the error lists them so the user can pick.
+Which series are sorted is :mod:`spikebatch.worker.layout`'s rule: ``ELECTRICAL_SERIES_PATH``
+if set, else every raw spike-band acquisition series (one per probe). With ``SORT_BY_GROUP``
+each series is split by channel group (the electrodes table's electrode group: a shank),
+and each group is sorted on its own.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
+from spikebatch.worker import layout
 from spikebatch.worker.errors import InputError
+from spikebatch.worker.layout import SeriesInfo
 
 log = logging.getLogger(__name__)
 
@@ -31,50 +35,64 @@ class SessionInfo:
     lab: str | None
     institution: str | None
     subject: dict[str, Any] | None
+    #: name -> {"description", "manufacturer"}: the probes, as the source file names them.
+    devices: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    #: name -> {"description", "location", "device"}: each probe's (or shank's) group.
+    electrode_groups: dict[str, dict[str, str | None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SortPart:
+    """One sort: a series, or one channel group (shank) of it, and where its results go."""
+
+    series: SeriesInfo
+    group: str | None = None
+    #: Folder of its results under ``probes/`` ("" for a run with one part: today's layout).
+    key: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.series.path + (f" group {self.group}" if self.group is not None else "")
 
 
 def electrical_series_paths(nwb_path: Path) -> list[str]:
     """Every ElectricalSeries in the file, acquisition first (HDF5 paths without leading '/')."""
-    found: list[str] = []
-
-    def visit(name: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Group) and _attr(obj, "neurodata_type") == "ElectricalSeries":
-            found.append(name)
-
-    try:
-        with h5py.File(nwb_path, "r") as f:
-            f.visititems(visit)
-    except OSError as exc:
-        raise InputError(f"not a readable NWB (HDF5) file: {nwb_path.name}: {exc}") from None
-    return sorted(found, key=lambda p: (not p.startswith("acquisition/"), p))
+    return [s.path for s in layout.local_series(nwb_path)]
 
 
-def _attr(obj: Any, name: str) -> str | None:
-    value = obj.attrs.get(name)
-    return value.decode() if isinstance(value, bytes) else value
+def choose_series(nwb_path: Path, requested: str | None) -> list[str]:
+    """The series this job sorts (``layout.choose``'s rule) as HDF5 paths."""
+    return [s.path for s in layout.choose(layout.local_series(nwb_path), requested, nwb_path.name)]
 
 
-def choose_series(nwb_path: Path, requested: str | None) -> str:
-    """``requested`` if present, else the single raw acquisition series."""
-    paths = electrical_series_paths(nwb_path)
-    if requested is not None:
-        wanted = requested.strip("/")
-        if wanted not in paths:
-            raise InputError(
-                f"ELECTRICAL_SERIES_PATH: {requested!r} is not an ElectricalSeries in the file; "
-                f"found: {', '.join(paths) or 'none'}"
-            )
-        return wanted
-    if not paths:
-        raise InputError(f"no ElectricalSeries in {nwb_path.name}")
-    raw = [p for p in paths if p.startswith("acquisition/")]
-    candidates = raw or paths
-    if len(candidates) > 1:
-        raise InputError(
-            f"several ElectricalSeries in {nwb_path.name}: {', '.join(candidates)}; "
-            "set ELECTRICAL_SERIES_PATH to the one to sort"
-        )
-    return candidates[0]
+def plan_parts(nwb_path: Path, series: list[SeriesInfo], *, by_group: bool) -> list[SortPart]:
+    """One part per series, or per channel group of each series; keys once there are several."""
+    parts: list[SortPart] = []
+    for info in series:
+        groups: list[str | None] = [None]
+        if by_group:
+            recording = open_recording(nwb_path, info.path)
+            groups = [str(g) for g in dict.fromkeys(recording.get_channel_groups())]
+            del recording
+        parts += [SortPart(info, group) for group in groups]
+    if len(parts) == 1:
+        return parts
+    return [SortPart(p.series, p.group, _part_key(p)) for p in parts]
+
+
+def _part_key(part: SortPart) -> str:
+    name = part.series.name if part.group is None else f"{part.series.name}-{part.group}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "part"
+
+
+def open_part(nwb_path: Path, part: SortPart) -> Any:
+    """The part's recording: its series, cut to its channel group when it has one."""
+    recording = open_recording(nwb_path, part.series.path)
+    if part.group is None:
+        return recording
+    groups = np.asarray([str(g) for g in recording.get_channel_groups()])
+    ids = recording.channel_ids[groups == part.group]
+    return recording.select_channels(ids)
 
 
 def open_recording(nwb_path: Path, series_path: str) -> Any:
@@ -131,4 +149,16 @@ def read_session(nwb_path: Path) -> SessionInfo:
             lab=nwb.lab,
             institution=nwb.institution,
             subject=subject,
+            devices={
+                name: {"description": d.description, "manufacturer": d.manufacturer}
+                for name, d in nwb.devices.items()
+            },
+            electrode_groups={
+                name: {
+                    "description": g.description,
+                    "location": g.location,
+                    "device": g.device.name if g.device is not None else None,
+                }
+                for name, g in nwb.electrode_groups.items()
+            },
         )

@@ -18,7 +18,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from spikebatch.contract import (
@@ -30,8 +37,9 @@ from spikebatch.contract import (
     derive_run_id,
     is_valid_run_id,
 )
-from spikebatch.sorters import DEFAULT_SORTER
-from spikebatch.worker.preprocess import DEFAULT_PREPROCESSING, validate_preprocessing
+from spikebatch.quality import QualityThresholds, parse_quality_thresholds
+from spikebatch.sorters import DEFAULT_SORTER, default_preprocessing
+from spikebatch.worker.preprocess import validate_preprocessing
 
 _DANDISET_ID = re.compile(r"^\d{6}$")
 _VERSION = re.compile(r"^(draft|\d+\.\d{6}\.\d{4})$")
@@ -97,14 +105,22 @@ class WorkerSettings(BaseSettings):
     electrical_series_path: str | None = Field(None, alias=Env.ELECTRICAL_SERIES_PATH)
     sorter: str = Field(DEFAULT_SORTER, alias=Env.SORTER)
     sorter_params: dict[str, Any] = Field(default_factory=dict, alias=Env.SORTER_PARAMS)
+    # Unset: the sorter's declared default (spikebatch.sorters), which needs the sorter.
     preprocessing: dict[str, dict[str, Any]] | None = Field(
-        default_factory=lambda: dict(DEFAULT_PREPROCESSING), alias=Env.PREPROCESSING
+        default_factory=lambda data: default_preprocessing(data.get("sorter", DEFAULT_SORTER)),
+        alias=Env.PREPROCESSING,
     )
     max_duration_s: float | None = Field(None, alias=Env.MAX_DURATION_S)
     output_uri: str = Field(..., alias=Env.OUTPUT_URI)
     run_id: str | None = Field(None, alias=Env.RUN_ID)
     instance_type: str | None = Field(None, alias=Env.INSTANCE_TYPE)
     scratch_dir: Path = Field(default_factory=_default_scratch, alias=Env.SCRATCH_DIR)
+    sort_by_group: bool = Field(False, alias=Env.SORT_BY_GROUP)
+    publish_dandiset_id: str | None = Field(None, alias=Env.PUBLISH_DANDISET_ID)
+    quality_thresholds: QualityThresholds = Field(
+        default_factory=QualityThresholds, alias=Env.QUALITY_THRESHOLDS
+    )
+    phy_pc_features: bool = Field(True, alias=Env.PHY_PC_FEATURES)
 
     @classmethod
     def settings_customise_sources(
@@ -129,12 +145,17 @@ class WorkerSettings(BaseSettings):
             raise ConfigError(_one_line(exc)) from None
 
     # ---- per-variable checks -----------------------------------------------------------
-    @field_validator("dandiset_id")
+    @field_validator("dandiset_id", "publish_dandiset_id")
     @classmethod
     def _dandiset_id(cls, v: str | None) -> str | None:
         if v is not None and not _DANDISET_ID.match(v):
             raise ValueError(f"expected six digits like '000409', got {v!r}")
         return v
+
+    @field_validator("quality_thresholds", mode="before")
+    @classmethod
+    def _quality_thresholds(cls, v: Any) -> QualityThresholds:
+        return v if isinstance(v, QualityThresholds) else parse_quality_thresholds(v)
 
     @field_validator("dandiset_version")
     @classmethod
@@ -189,12 +210,12 @@ class WorkerSettings(BaseSettings):
 
     @field_validator("preprocessing", mode="before")
     @classmethod
-    def _preprocessing(cls, v: Any) -> dict[str, dict[str, Any]] | None:
+    def _preprocessing(cls, v: Any, info: ValidationInfo) -> dict[str, dict[str, Any]] | None:
         steps = _json_object(v, allow_null=True)
         if steps is None:
             return None  # PREPROCESSING=null: sort the raw traces
-        if not steps:
-            return dict(DEFAULT_PREPROCESSING)
+        if not steps:  # {}: the sorter's default
+            return default_preprocessing(info.data.get("sorter", DEFAULT_SORTER))
         return validate_preprocessing(steps)
 
     @field_validator("max_duration_s")
@@ -275,7 +296,13 @@ class WorkerSettings(BaseSettings):
             preprocessing=self.preprocessing,
             max_duration_s=self.max_duration_s,
             electrical_series_path=self.electrical_series_path,
+            sort_by_group=self.sort_by_group,
         )
+
+    @property
+    def preprocessing_is_default(self) -> bool:
+        """True when PREPROCESSING is the sorter's default (not asked for by name)."""
+        return self.preprocessing == default_preprocessing(self.sorter)
 
     @property
     def full_sorter_params(self) -> dict[str, Any]:

@@ -8,13 +8,16 @@ int16 with chunked gzip datasets (as DANDI files are), attaches the probe positi
 electrodes table explicitly (neuroconv 0.10.2 + SpikeInterface 0.105 can drop them) and
 saves the true sorting beside it, so a test can score a sorter with
 ``compare_sorter_to_ground_truth``. Everything is parametric: the CI uses 32 channels, the
-benchmark a 384-channel variant.
+benchmark a 384-channel variant. ``n_probes`` writes a session with several probes (each its
+own device, electrode group, raw series and true sorting), ``num_shanks`` splits each probe's
+channels into electrode groups, and ``inter_sample_shift`` records Neuropixels-like ADC
+sample shifts (so the phase-shift step runs on it).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,14 +29,16 @@ GAIN_UV = 0.195
 
 @dataclass(frozen=True, slots=True)
 class GroundTruthSpec:
-    """What to generate. ``n_series`` > 1 writes several raw ElectricalSeries (a test case)."""
+    """What to generate; each probe gets ``num_units`` units (seeds ``seed``, ``seed + 1``, ...)."""
 
     duration_s: float = 40.0
     num_channels: int = 32
     num_units: int = 10
     sampling_frequency: float = 30_000.0
     seed: int = 42
-    n_series: int = 1
+    n_probes: int = 1
+    num_shanks: int = 1
+    inter_sample_shift: bool = False
     noise_uv: float = 5.0
     firing_rate_hz: float = 15.0
     num_columns: int = 2
@@ -50,12 +55,14 @@ class GroundTruthFiles:
     sorting_dir: Path
     spec: GroundTruthSpec
     series_names: list[str] = field(default_factory=list)
+    #: Series name -> that probe's true sorting folder.
+    sorting_dirs: dict[str, Path] = field(default_factory=dict)
 
-    def load_sorting(self):
-        """The true sorting (SpikeInterface ``BaseSorting``)."""
+    def load_sorting(self, series: str | None = None):
+        """The true sorting (SpikeInterface ``BaseSorting``) of ``series`` (default: the first)."""
         import spikeinterface as si
 
-        return si.load(self.sorting_dir)
+        return si.load(self.sorting_dirs[series] if series else self.sorting_dir)
 
 
 def generate_recording(spec: GroundTruthSpec):
@@ -101,12 +108,12 @@ def write_ground_truth_nwb(folder: Path, spec: GroundTruthSpec | None = None) ->
     spec = spec or GroundTruthSpec()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    recording, sorting = generate_recording(spec)
-
+    probes = [f"Probe{i}" for i in range(spec.n_probes)]
     nwbfile = NWBFile(
         session_description=(
-            f"Simulated ground truth: {spec.num_units} units, {spec.num_channels} channels, "
-            f"{spec.duration_s:g} s (SpikeInterface generate_ground_truth_recording, seed {spec.seed})"
+            f"Simulated ground truth: {spec.n_probes} probe(s) x {spec.num_units} units, "
+            f"{spec.num_channels} channels, {spec.duration_s:g} s (SpikeInterface "
+            f"generate_ground_truth_recording, seed {spec.seed})"
         ),
         identifier=str(uuid.uuid4()),
         session_start_time=datetime(2024, 1, 1, 12, 0, tzinfo=UTC),
@@ -115,49 +122,94 @@ def write_ground_truth_nwb(folder: Path, spec: GroundTruthSpec | None = None) ->
         institution="spikebatch",
         subject=Subject(subject_id="sim01", species="Mus musculus", sex="U", age="P90D"),
     )
-    series_names = ["ElectricalSeries"] + [
-        f"ElectricalSeriesCopy{i}" for i in range(1, spec.n_series)
-    ]
-    for name in series_names:
+    series_names, sorting_dirs, locations = [], {}, []
+    for index, probe in enumerate(probes):
+        recording, sorting = generate_recording(replace(spec, seed=spec.seed + index))
+        name = "ElectricalSeries" if spec.n_probes == 1 else f"ElectricalSeries{probe}"
+        groups = _shank_names(probe, spec)
+        recording.set_channel_groups(groups)
+        recording.set_property("group_name", groups)
+        if spec.inter_sample_shift:
+            recording.set_property(
+                "inter_sample_shift", neuropixels_sample_shifts(spec.num_channels)
+            )
         add_recording_to_nwbfile(
             recording,
             nwbfile,
             metadata={
+                "Devices": {probe: {"name": probe, "description": f"simulated probe {index}"}},
                 "Ecephys": {
+                    "ElectrodeGroups": {
+                        group: {
+                            "name": group,
+                            "description": f"{group} of {probe}",
+                            "location": "simulated",
+                            "device_metadata_key": probe,
+                        }
+                        for group in dict.fromkeys(groups)
+                    },
                     "ElectricalSeries": {
-                        name: {"name": name, "description": f"raw acquisition ({name})"}
-                    }
-                }
+                        name: {"name": name, "description": f"raw acquisition of {probe}"}
+                    },
+                },
             },
             metadata_key=name,
             parent_container="acquisition",
             iterator_options={"display_progress": False},
         )
-    _attach_probe_positions(nwbfile, recording)
+        locations.append(np.asarray(recording.get_channel_locations(), dtype=float))
+        series_names.append(name)
+        sorting_dirs[name] = folder / (
+            "ground_truth_sorting" if index == 0 else f"ground_truth_sorting_{probe}"
+        )
+        sorting.save(folder=sorting_dirs[name], overwrite=True)
+    _attach_probe_positions(nwbfile, np.concatenate(locations))
     config = get_default_backend_configuration(nwbfile, backend="hdf5")
     one_second = int(spec.sampling_frequency)
-    for dataset in config.dataset_configurations.values():
+    configurations = config.dataset_configurations
+    for location, dataset in configurations.items():
         dataset.compressors = ["gzip"]
         shape = dataset.full_shape
         if len(shape) == 2 and shape[0] > one_second:  # the traces: ~1 s chunks, as DANDI files
-            dataset.chunk_shape = (one_second, shape[1])
-            dataset.buffer_shape = (one_second * max(1, shape[0] // one_second), shape[1])
+            # Chunk and buffer change together (each alone may not divide the other); the
+            # buffer is whole seconds, at most 20 (the writer's memory).
+            seconds = max(1, min(20, shape[0] // one_second))
+            configurations[location] = dataset.model_copy(
+                update={
+                    "chunk_shape": (one_second, shape[1]),
+                    "buffer_shape": (one_second * seconds, shape[1]),
+                }
+            )
     configure_backend(nwbfile=nwbfile, backend_configuration=config)
 
     nwb_path = folder / "ground_truth.nwb"
     nwb_path.unlink(missing_ok=True)
     with NWBHDF5IO(nwb_path, mode="w") as io:
         io.write(nwbfile)
-    sorting_dir = folder / "ground_truth_sorting"
-    sorting.save(folder=sorting_dir, overwrite=True)
     return GroundTruthFiles(
-        nwb=nwb_path, sorting_dir=sorting_dir, spec=spec, series_names=series_names
+        nwb=nwb_path,
+        sorting_dir=sorting_dirs[series_names[0]],
+        spec=spec,
+        series_names=series_names,
+        sorting_dirs=sorting_dirs,
     )
 
 
-def _attach_probe_positions(nwbfile, recording) -> None:
+def _shank_names(probe: str, spec: GroundTruthSpec) -> list[str]:
+    """Each channel's electrode group: the probe, or ``<probe>Shank<k>`` in contiguous blocks."""
+    if spec.num_shanks == 1:
+        return [probe] * spec.num_channels
+    per_shank = -(-spec.num_channels // spec.num_shanks)
+    return [f"{probe}Shank{i // per_shank}" for i in range(spec.num_channels)]
+
+
+def neuropixels_sample_shifts(num_channels: int) -> np.ndarray:
+    """Neuropixels 1.0-like ADC delays in samples: 12 channels per ADC read in 13 cycles."""
+    return ((np.arange(num_channels) // 2) % 12) / 13.0
+
+
+def _attach_probe_positions(nwbfile, locations: np.ndarray) -> None:
     """Make sure rel_x/rel_y hold the probe contact positions (neuroconv may leave them out)."""
-    locations = np.asarray(recording.get_channel_locations(), dtype=float)
     table = nwbfile.electrodes
     columns = set(table.colnames)
     for axis, name in enumerate(("rel_x", "rel_y")):

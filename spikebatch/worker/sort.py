@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from spikebatch.sorters import sorter_or_undeclared
 from spikebatch.worker.errors import SorterError, one_line
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,22 @@ def run_sort(
     sorting = sorting.remove_empty_units()
     log.info("sort: %d units", sorting.get_num_units())
     return sorting
+
+
+def free_leftovers(sorter: str, folder: Path) -> int:
+    """Delete what the sorter left in ``folder`` that later stages never read; bytes freed.
+
+    Kilosort3's whitened ``temp_wh.dat`` is as large as the traces; it is declared in
+    ``spikebatch.sorters`` so the scratch budget and this cleanup agree.
+    """
+    freed = 0
+    for name in sorter_or_undeclared(sorter).scratch_leftovers:
+        path = folder / name
+        if path.is_file():
+            freed += path.stat().st_size
+            path.unlink()
+            log.info("sort: deleted %s (%.1f MB), not read after sorting", path, freed / 1e6)
+    return freed
 
 
 def _last_line(message: str, folder: Path, sorter: str) -> str:

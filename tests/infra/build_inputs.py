@@ -17,11 +17,11 @@ def cdk_json_context() -> dict[str, Any]:
 
 def require_build_inputs() -> None:
     """The worker image and the Lambda handlers come from other issues; synth needs them."""
+    from spikebatch.worker_image import DEPLOYED_IMAGE
     from stacks.lambda_asset import LAMBDAS_DIR
     from stacks.registry import REPO_ROOT as IMAGE_CONTEXT
-    from stacks.registry import WORKER_DOCKERFILE
 
-    needed = [IMAGE_CONTEXT / WORKER_DOCKERFILE]
+    needed = [IMAGE_CONTEXT / DEPLOYED_IMAGE.dockerfile]
     needed += [LAMBDAS_DIR / name / "handler.py" for name in ("submit", "run_record")]
     missing = [str(p.relative_to(REPO_ROOT)) for p in needed if not p.is_file()]
     if missing:

@@ -85,6 +85,14 @@ def test_cli_style_overrides_replace_single_keys():
             {"powertools_layer_arn": "arn:aws:lambda:us-east-1:017000801446:layer:X"},
             "spikebatch.powertools_layer_arn:",
         ),
+        (
+            {"noncurrent_version_expiry_days": 0},
+            "spikebatch.noncurrent_version_expiry_days: Input should be greater than or equal to 1",
+        ),
+        (
+            {"submit_reserved_concurrency": 51},
+            "spikebatch.submit_reserved_concurrency: Input should be less than or equal to 50",
+        ),
     ],
 )
 def test_bad_values_fail_with_a_message_naming_the_key(override, message):

@@ -186,7 +186,8 @@ def test_submit_lambda_submits_only_to_this_apps_queues_and_job_definitions(synt
     tag = statements["TagJobsOnSubmit"]
     assert tag["Action"] == "batch:TagResource"
     assert tag["Condition"] == {"StringEquals": {"batch:CreateAction": "SubmitJob"}}
-    assert statements["ReadRequests"]["Action"] == "s3:GetObject"
+    # Events name the object version they announce; reading a version needs GetObjectVersion.
+    assert statements["ReadRequests"]["Action"] == ["s3:GetObject", "s3:GetObjectVersion"]
     assert statements["ReadRequests"]["Resource"] == [
         _objects(bucket, "requests/"),
         _objects(bucket, "uploads/"),
@@ -197,12 +198,11 @@ def test_submit_lambda_submits_only_to_this_apps_queues_and_job_definitions(synt
         _objects(bucket, "runs/"),
         _objects(bucket, "manifests/"),
     ]
-    assert statements["Idempotency"]["Action"] == [
-        "dynamodb:GetItem",
-        "dynamodb:PutItem",
-        "dynamodb:UpdateItem",
-    ]
+    assert statements["Idempotency"]["Action"] == ["dynamodb:GetItem", "dynamodb:UpdateItem"]
     assert statements["Idempotency"]["Resource"] == {"Fn::GetAtt": [table, "Arn"]}
+    # A retry that takes over an interrupted invocation's claim looks its job up.
+    find = statements["FindSubmittedJobs"]
+    assert (find["Action"], find["Resource"]) == (["batch:ListJobs", "batch:DescribeJobs"], "*")
 
 
 def test_run_record_lambda_writes_run_records_publishes_failures_describes_jobs(synthesized):
@@ -219,6 +219,30 @@ def test_run_record_lambda_writes_run_records_publishes_failures_describes_jobs(
     assert sids["DescribeJobs"]["Resource"] == "*"
     publish = [s for s in statements if s["Action"] == "sns:Publish"]
     assert publish == [{"Action": "sns:Publish", "Effect": "Allow", "Resource": {"Ref": topic}}]
+    # The topic has its own key (so CloudWatch alarms can publish): using it, and only it.
+    (key,) = synthesized.of_type("AWS::KMS::Key")
+    kms = [s for s in statements if "kms:Decrypt" in _as_list(s["Action"])]
+    assert kms == [
+        {
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [key, "Arn"]},
+        }
+    ]
+
+
+def test_both_lambdas_may_send_what_they_give_up_on_to_the_failed_events_queue(synthesized):
+    (queue,) = synthesized.of_type("AWS::SQS::Queue")
+    for service in ("spikebatch-submit", "spikebatch-run-record"):
+        statements = _role_statements(synthesized, _function_role(synthesized, service))
+        send = [s for s in statements if "sqs:SendMessage" in _as_list(s["Action"])]
+        assert send == [
+            {
+                "Action": ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+                "Effect": "Allow",
+                "Resource": {"Fn::GetAtt": [queue, "Arn"]},
+            }
+        ], service
 
 
 def test_no_policy_grants_service_wide_wildcard_actions(synthesized):
@@ -230,6 +254,7 @@ def test_no_policy_grants_service_wide_wildcard_actions(synthesized):
             if statement["Resource"] == "*":
                 assert _as_list(statement["Action"]) in (
                     ["batch:DescribeJobs"],
+                    ["batch:ListJobs", "batch:DescribeJobs"],
                     ["ecr:GetAuthorizationToken"],
                 ), statement
 

@@ -6,10 +6,10 @@ import json
 import tomllib
 
 from aws_cdk import Token
-from aws_cdk.assertions import Template
+from aws_cdk.assertions import Match, Template
 
 from stacks.spikebatch_stack import OUTPUT_KEYS
-from tests.infra.build_inputs import REPO_ROOT
+from tests.infra.build_inputs import REPO_ROOT, cdk_json_context
 
 
 def _buckets(synthesized) -> tuple[dict, dict]:
@@ -59,6 +59,46 @@ def test_data_bucket_logs_access_and_expires_scratch_and_stale_uploads(synthesiz
     assert rules["abort-incomplete-multipart-uploads"]["AbortIncompleteMultipartUpload"] == {
         "DaysAfterInitiation": 2
     }
+
+
+def test_data_bucket_is_versioned_and_replaced_versions_expire(synthesized):
+    """A mistaken delete, or a rerun that replaced results, can be undone for N days."""
+    data, logs = _buckets(synthesized)
+    assert data["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert "VersioningConfiguration" not in logs
+    rules = {r["Id"]: r for r in data["LifecycleConfiguration"]["Rules"]}
+    replaced = rules["expire-replaced-versions"]
+    days = synthesized.config.noncurrent_version_expiry_days
+    assert days == 30
+    assert replaced == {
+        "Id": "expire-replaced-versions",
+        "NoncurrentVersionExpiration": {"NoncurrentDays": days},
+        "ExpiredObjectDeleteMarker": True,
+        "Status": "Enabled",
+    }
+
+
+def test_the_noncurrent_expiry_follows_the_config():
+    import aws_cdk as cdk
+    from aws_cdk import RemovalPolicy
+
+    from stacks.storage import Storage
+
+    stack = cdk.Stack(cdk.App(context=cdk_json_context()), "StorageOnly")
+    Storage(
+        stack, "Storage", removal_policy=RemovalPolicy.DESTROY, noncurrent_version_expiry_days=7
+    )
+    Template.from_stack(stack).has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "VersioningConfiguration": {"Status": "Enabled"},
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with(
+                    [Match.object_like({"NoncurrentVersionExpiration": {"NoncurrentDays": 7}})]
+                )
+            },
+        },
+    )
 
 
 def test_access_log_bucket_expires_its_logs(synthesized):
@@ -201,7 +241,11 @@ def test_lambdas_run_python_3_12_on_x86_with_the_pinned_powertools_layer(synthes
 
 def test_job_state_changes_of_our_queues_reach_the_run_record_lambda_and_the_log(synthesized):
     run_record, _ = synthesized.function("spikebatch-run-record")
-    (rule,) = synthesized.props("AWS::Events::Rule")
+    (rule,) = [
+        r
+        for r in synthesized.props("AWS::Events::Rule")
+        if r["EventPattern"]["detail-type"] == ["Batch Job State Change"]
+    ]
     assert rule["EventPattern"] == {
         "source": ["aws.batch"],
         "detail-type": ["Batch Job State Change"],
@@ -217,13 +261,16 @@ def test_job_state_changes_of_our_queues_reach_the_run_record_lambda_and_the_log
     (events_log,) = [
         k
         for k, r in synthesized.of_type("AWS::Logs::LogGroup").items()
-        if str(r["Properties"].get("LogGroupName", "")).startswith("/aws/events/")
+        if "/batch-job-state" in json.dumps(r["Properties"].get("LogGroupName", ""))
     ]
     assert any(json.dumps({"Ref": events_log}) in json.dumps(a) for a in arns)
     # EventBridge may write to that log group (a resource policy, not a custom resource).
-    (policy,) = synthesized.props("AWS::Logs::ResourcePolicy")
-    document = json.dumps(policy["PolicyDocument"])
-    assert "events.amazonaws.com" in document and events_log in document
+    (policy,) = [
+        p
+        for p in synthesized.props("AWS::Logs::ResourcePolicy")
+        if events_log in json.dumps(p["PolicyDocument"])
+    ]
+    assert "events.amazonaws.com" in json.dumps(policy["PolicyDocument"])
 
 
 def test_idempotency_table_is_on_demand_with_pitr_and_ttl(synthesized):
@@ -237,8 +284,11 @@ def test_idempotency_table_is_on_demand_with_pitr_and_ttl(synthesized):
 
 def test_failure_topic_is_encrypted_and_ssl_only(synthesized):
     (topic,) = synthesized.props("AWS::SNS::Topic")
-    # The AWS-managed SNS key: no key to pay for, and same-account publishers may use it.
-    assert topic["KmsMasterKeyId"]["Fn::Join"][1][-1] == ":alias/aws/sns"
+    # Its own, rotated key: CloudWatch alarms cannot publish with the AWS-managed aws/sns key.
+    (key_id,) = synthesized.of_type("AWS::KMS::Key")
+    assert topic["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    key = synthesized.resources[key_id]["Properties"]
+    assert key["EnableKeyRotation"] is True
     (policy,) = synthesized.props("AWS::SNS::TopicPolicy")
     (deny,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}

@@ -20,6 +20,8 @@ import pytest
 from moto import mock_aws
 
 from spikebatch import aws
+from spikebatch.control import idempotency
+from tests.submission.faults import FakeClock, Faults, watch_clients
 from tests.support.dandi_server import FakeDandiArchive
 
 REGION = "us-east-1"
@@ -173,6 +175,7 @@ def build_stack() -> FakeStack:
         Endpoint=queue_arn,
         Attributes={"RawMessageDelivery": "false"},
     )
+    failed_events = sqs.create_queue(QueueName="spikebatch-failed-events")["QueueUrl"]
     table = "spikebatch-idempotency"
     client("dynamodb").create_table(
         TableName=table,
@@ -191,6 +194,9 @@ def build_stack() -> FakeStack:
         "DashboardUrl": "https://console.aws.amazon.com/cloudwatch/home#dashboards:name=SpikeBatch",
         "IdempotencyTableName": table,
         "ResourceLimits": json.dumps(LIMITS),
+        "FailedEventsQueueUrl": failed_events,
+        "SubmitFunctionName": "spikebatch-submit",
+        "RunRecordFunctionName": "spikebatch-run-record",
     }
     template = {
         "Resources": {"Marker": {"Type": "AWS::SNS::Topic"}},
@@ -213,6 +219,20 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStack]:
         yield build_stack()
     aws.clear_cache()
     aws.use_region(None)
+
+
+@pytest.fixture
+def faults(monkeypatch: pytest.MonkeyPatch) -> Faults:
+    """Counts (and on demand fails) every AWS call the code under test makes."""
+    return watch_clients(Faults(), monkeypatch)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The claim module's clock: tests move it (through Lambda's retry delays, leases)."""
+    fake = FakeClock()
+    monkeypatch.setattr(idempotency, "time", fake)
+    return fake
 
 
 @contextlib.contextmanager
@@ -259,6 +279,23 @@ def lambda_env(stack: FakeStack, monkeypatch: pytest.MonkeyPatch) -> FakeStack:
     for name, value in stack.lambda_env.items():
         monkeypatch.setenv(name, value)
     return stack
+
+
+@pytest.fixture
+def record_env(stack: FakeStack, monkeypatch: pytest.MonkeyPatch) -> FakeStack:
+    """The run-record Lambda's environment, as the stack would set it."""
+    for name, value in stack.record_env.items():
+        monkeypatch.setenv(name, value)
+    return stack
+
+
+@pytest.fixture
+def record_invoke(record_handler: Any) -> Invoke:
+    """Call the run-record handler as Lambda does: the event and a context."""
+    from tests.submission.lambda_support import FakeLambdaContext
+
+    context = FakeLambdaContext(function_name="spikebatch-run-record")
+    return lambda event: record_handler.handler(event, context)
 
 
 @pytest.fixture

@@ -172,7 +172,8 @@ def test_estimate_from_dandi_sizes(cli: Any) -> None:
         "--on-demand",
     )
     assert result.exit_code == 0, result.output
-    rows = [line for line in result.output.splitlines() if "_ecephys.nwb" in line]
+    estimate_table = result.output.split("Scratch (")[0]  # the scratch table follows it
+    rows = [line for line in estimate_table.splitlines() if "_ecephys.nwb" in line]
     minutes = [float(row.split("│")[2]) for row in rows]
     assert minutes == [1.0, 2.0, 0.5]  # 60, 120 and 30 s of 4-channel int16 at 30 kHz
     assert all("(on-demand)" in row for row in rows) and "total" in result.output
@@ -303,6 +304,19 @@ def test_cancel_terminates_the_job_with_the_reason(cli: Any, stack: FakeStack) -
             ["submit", "--dandiset", "000409", "--asset", "sub-9/x.nwb"],
             {},
             "error: not in dandiset 000409 (draft): sub-9/x.nwb",
+        ),
+        (
+            ["submit", "--dandiset", "000999", "--asset", ASSET],
+            {},
+            "error: dandiset 000999 does not exist on http://127.0.0.1:",
+        ),
+        (
+            [
+                *("submit", "--dandiset", "000409", "--asset", ASSET),
+                *("--dandiset-version", "0.230101.0000"),
+            ],
+            {},
+            "error: dandiset 000409 has no published version '0.230101.0000' on http://",
         ),
         (
             [
@@ -449,3 +463,58 @@ def test_request_file_fields_are_validated_with_flags_over_them(
 def test_the_cli_needs_only_outputs_the_stack_declares() -> None:
     stack_module = pytest.importorskip("stacks.spikebatch_stack")
     assert set(REQUIRED_OUTPUTS) <= set(stack_module.OUTPUT_KEYS)
+
+
+NO_AWS_CONFIGURATION = {
+    **dict.fromkeys(
+        [
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_ENDPOINT_URL",
+        ]
+    ),
+    "AWS_CONFIG_FILE": "/nonexistent/config",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+NO_REGION = (
+    "error: no AWS region configured: pass --region, set AWS_REGION, or set a region in your"
+    " AWS profile (`aws configure`)"
+)
+NO_CREDENTIALS = (
+    "error: no usable AWS credentials: run `aws configure` or `aws sso login`, or set"
+    " AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) (Unable to locate credentials)"
+)
+
+
+@pytest.fixture
+def fresh_clients() -> Any:
+    from spikebatch import aws
+
+    aws.clear_cache()
+    aws.use_region(None)
+    yield
+    aws.clear_cache()
+    aws.use_region(None)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["status"], NO_REGION),
+        (["logs", "some-run"], NO_REGION),
+        (["redrive", "--dry-run"], NO_REGION),
+        (["submit", "--input-uri", "s3://lab-bucket/a.nwb"], NO_REGION),
+        (["status", "--region", "eu-west-1"], NO_CREDENTIALS),
+        (["cancel", "some-run", "--region", "eu-west-1"], NO_CREDENTIALS),
+    ],
+)
+def test_commands_without_aws_configuration_say_what_to_set(
+    fresh_clients: Any, args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(app, args, env=NO_AWS_CONFIGURATION)
+    assert one_line_error(result) == message

@@ -31,7 +31,16 @@ PROVIDED = (
     "annotated_types",
     "typing_inspection",
 )
-FORBIDDEN = ("dandi", "typer", "rich", "spikeinterface", "pydantic_settings", "numpy", "moto")
+FORBIDDEN = (
+    "dandi",
+    "typer",
+    "rich",
+    "spikeinterface",
+    "pydantic_settings",
+    "numpy",
+    "moto",
+    "docker",
+)
 
 PROBE = """
 import json, os, sys

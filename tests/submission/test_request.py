@@ -153,4 +153,8 @@ def test_non_requests_get_one_clear_error(body: bytes, message: str) -> None:
 def test_the_model_is_the_one_the_worker_documents() -> None:
     """DESIGN.md lists the request keys; the model knows exactly those (plus the series path)."""
     documented = set(DESIGN_EXAMPLE) | {"asset_glob", "input_uri", "electrical_series_path"}
+    # issue 11 (README, "The request file"): labels, phy, publication to DANDI
+    documented |= {"quality_thresholds", "phy_pc_features", "publish_dandiset_id"}
+    # issue 10 (README, "The request file"): sort each shank of a probe on its own
+    documented |= {"sort_by_group"}
     assert set(JobRequest.model_fields) == documented

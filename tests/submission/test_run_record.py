@@ -10,38 +10,20 @@ import pytest
 from spikebatch.control import submission
 from spikebatch.control.job_status import log_console_url
 from spikebatch.control.request import parse_request
-from spikebatch.control.submission import Deployment, SubmittedJob, plan_submission
+from spikebatch.control.submission import Deployment, plan_submission
 from tests.submission.conftest import LOG_GROUP, REGION, FakeStack, Invoke, load_event
-from tests.submission.lambda_support import FakeLambdaContext, capture_logs, log_lines
+from tests.submission.lambda_support import capture_logs, event_for, log_lines, submit_one
 
 STREAM = "spikebatch-gpu/default/5f8e4d0c6e0a4b7e9c1d2e3f4a5b6c7d"
-
-
-@pytest.fixture
-def record_env(stack: FakeStack, monkeypatch: pytest.MonkeyPatch) -> FakeStack:
-    for name, value in stack.record_env.items():
-        monkeypatch.setenv(name, value)
-    return stack
 
 
 def deployment(stack: FakeStack) -> Deployment:
     return Deployment.from_env(stack.lambda_env)
 
 
-def submit_one(stack: FakeStack, uri: str = "s3://lab-bucket/raw/a.nwb") -> SubmittedJob:
-    plan = plan_submission(parse_request({"input_uri": uri}), deployment(stack))
-    return submission.submit(plan, deployment(stack), submitted_by="test")
-
-
-def event_for(name: str, job: SubmittedJob) -> dict[str, Any]:
-    return load_event(name, job_id=job.job_id, job_name=job.job_name, run_id=job.run_id)
-
-
 @pytest.fixture
-def invoke(record_handler: Any) -> Invoke:
-    """Call the handler as Lambda does: the event and a context."""
-    context = FakeLambdaContext(function_name="spikebatch-run-record")
-    return lambda event: record_handler.handler(event, context)
+def invoke(record_invoke: Invoke) -> Invoke:
+    return record_invoke
 
 
 FAILURES = [

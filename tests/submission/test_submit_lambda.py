@@ -12,10 +12,13 @@ from botocore.exceptions import ClientError
 from spikebatch import aws
 from spikebatch.contract import dandi_source, derive_run_id
 from spikebatch.control import records, submission
+from spikebatch.control.dandi_assets import DandiUnavailableError
 from tests.submission.conftest import BUCKET, FakeStack, Invoke, client
+from tests.submission.faults import FakeClock
 from tests.submission.lambda_support import (
     capture_logs,
     log_lines,
+    nwb_bytes,
     upload_event,
 )
 from tests.support.dandi_server import FakeDandiArchive
@@ -56,7 +59,8 @@ def test_valid_request_submits_exactly_one_job_with_the_contract_env(
     assert job["jobId"] == outcome["job_id"]
     assert job["jobQueue"] == lambda_env.outputs["PriorityQueueArn"]
     assert job["jobDefinition"] == lambda_env.outputs["GpuJobDefinitionArn"]
-    assert job["tags"] == {"spikebatch:run-id": run_id}
+    assert job["tags"]["spikebatch:run-id"] == run_id
+    assert set(job["tags"]) == {"spikebatch:run-id", submission.CLAIM_TAG}
     env = env_of(job)
     assert {k: env[k] for k in env if k not in {"SCRATCH_DIR", "AWS_BATCH_JOB_ID"}} == {
         "INPUT_URI": "s3://lab-bucket/raw/session-1.nwb",
@@ -134,7 +138,7 @@ def test_upload_of_an_nwb_file_is_sorted_with_the_stack_defaults(
     lambda_env: FakeStack, invoke: Invoke
 ) -> None:
     key = "uploads/my session/rec é.nwb"
-    [outcome] = invoke(upload_event(key, b"\x89HDF\r\n\x1a\n"))["results"]
+    [outcome] = invoke(upload_event(key, nwb_bytes()))["results"]
     assert outcome["status"] == "submitted"
     [job] = lambda_env.jobs()
     env = env_of(job)
@@ -152,7 +156,7 @@ def test_the_same_event_five_times_submits_once(lambda_env: FakeStack, invoke: I
 
 
 def test_concurrent_deliveries_submit_once(lambda_env: FakeStack, invoke: Invoke) -> None:
-    event = upload_event("uploads/concurrent.nwb", b"nwb")
+    event = upload_event("uploads/concurrent.nwb", nwb_bytes())
     aws.client("dynamodb"), aws.client("s3"), aws.client("batch")  # shared, thread-safe clients
     with ThreadPoolExecutor(max_workers=5) as pool:
         outcomes = list(pool.map(lambda _: invoke(event)["results"][0]["status"], range(5)))
@@ -180,7 +184,7 @@ def test_a_new_version_of_the_same_key_is_a_new_request(
 def test_a_failed_submit_is_retried_not_lost(
     lambda_env: FakeStack, monkeypatch: pytest.MonkeyPatch, invoke: Invoke
 ) -> None:
-    event = upload_event("uploads/throttled.nwb", b"nwb")
+    event = upload_event("uploads/throttled.nwb", nwb_bytes())
     batch = aws.client("batch")
     real_submit = batch.submit_job
     calls = {"n": 0}
@@ -189,7 +193,10 @@ def test_a_failed_submit_is_retried_not_lost(
         calls["n"] += 1
         if calls["n"] == 1:
             raise ClientError(
-                {"Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"}},
+                {
+                    "Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"},
+                    "ResponseMetadata": {"HTTPStatusCode": 429},
+                },
                 "SubmitJob",
             )
         return real_submit(**kwargs)
@@ -259,25 +266,35 @@ def test_requests_without_a_sorter_get_the_stacks_default(
     assert env_of(job)["SORTER"] == "kilosort4"
 
 
-def test_after_submit_job_succeeds_nothing_can_cause_a_second_job(
-    lambda_env: FakeStack, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+def test_records_that_cannot_be_completed_after_submit_job_are_completed_by_the_retry(
+    lambda_env: FakeStack, invoke: Invoke, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> None:
     real_write = submission.write_submitted
+    broken = {"on": True}
 
     def records_unwritable_once_submitted(plan: Any, job: Any, **kwargs: Any) -> None:
-        if job is not None:
-            raise ClientError({"Error": {"Code": "SlowDown", "Message": "S3 slow"}}, "PutObject")
+        if job is not None and broken["on"]:
+            raise ClientError(
+                {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}},
+                "PutObject",
+            )
         real_write(plan, job, **kwargs)
 
     monkeypatch.setattr(submission, "write_submitted", records_unwritable_once_submitted)
-    event = upload_event("uploads/records.nwb", b"nwb")
-    [outcome] = invoke(event)["results"]
-    assert outcome["status"] == "submitted"
-    assert invoke(event)["results"][0]["status"] == "duplicate"
-    assert len(lambda_env.jobs()) == 1
-    # The record written before SubmitJob is there; it just lacks the job id.
-    record = lambda_env.get_json(f"runs/{outcome['run_ids'][0]}/request.json")
+    event = upload_event("uploads/records.nwb", nwb_bytes())
+    with pytest.raises(submission.RecordsIncomplete):
+        invoke(event)  # the job exists: Lambda retries to finish the records
+    [job] = lambda_env.jobs()
+    record = lambda_env.get_json(f"runs/{job['tags']['spikebatch:run-id']}/request.json")
     assert record["job_id"] is None and record["submitted_by"].endswith("uploads/records.nwb")
+    broken["on"] = False
+    clock.now += 60  # Lambda's first retry
+    [outcome] = invoke(event)["results"]
+    assert (outcome["status"], outcome["job_id"]) == ("recovered", job["jobId"])
+    assert len(lambda_env.jobs()) == 1
+    record = lambda_env.get_json(f"runs/{outcome['run_ids'][0]}/request.json")
+    assert record["job_id"] == job["jobId"]
+    assert invoke(event)["results"][0]["status"] == "duplicate"
 
 
 def test_a_failed_submit_leaves_a_record_that_says_so(
@@ -286,11 +303,103 @@ def test_a_failed_submit_leaves_a_record_that_says_so(
     batch = aws.client("batch")
 
     def refuse(**kwargs: Any) -> Any:
-        raise ClientError({"Error": {"Code": "ClientException", "Message": "no"}}, "SubmitJob")
+        raise ClientError(
+            {
+                "Error": {"Code": "ClientException", "Message": "no"},
+                "ResponseMetadata": {"HTTPStatusCode": 400},
+            },
+            "SubmitJob",
+        )
 
     monkeypatch.setattr(batch, "submit_job", refuse)
     with pytest.raises(ClientError):
-        invoke(upload_event("uploads/refused.nwb", b"nwb"))
+        invoke(upload_event("uploads/refused.nwb", nwb_bytes()))
     [key] = lambda_env.keys("runs/")
     record = records.load_run(BUCKET, key.split("/")[1])
     assert record.job_id is None and record.state == "NOT SUBMITTED"
+
+
+@pytest.mark.parametrize(
+    ("request_body", "field", "message"),
+    [
+        (
+            {"dandiset_id": "000999", "assets": ["sub-1/sub-1_ecephys.nwb"]},
+            "dandiset_id",
+            "dandiset 000999 does not exist on {api} (DANDI: No Dandiset matches the given query.)",
+        ),
+        (
+            {"dandiset_id": "000409", "version": "0.230101.0000", "asset_glob": "*"},
+            "version",
+            "dandiset 000409 has no published version '0.230101.0000' on {api}"
+            " (DANDI: No Version matches the given query.); it has none, or use 'draft'",
+        ),
+    ],
+)
+def test_a_request_for_what_dandi_does_not_have_is_rejected_with_its_answer(
+    lambda_env: FakeStack,
+    archive: FakeDandiArchive,
+    monkeypatch: pytest.MonkeyPatch,
+    invoke: Invoke,
+    request_body: dict[str, Any],
+    field: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv("DANDI_API_URL", archive.api_url)
+    event = upload_event("requests/unknown.json", json.dumps(request_body).encode())
+    [outcome] = invoke(event)["results"]
+    expected = [{"field": field, "message": message.format(api=archive.api_url)}]
+    assert outcome["status"] == "rejected" and outcome["errors"] == expected
+    assert lambda_env.get_json("errors/unknown.json")["errors"] == expected
+    assert lambda_env.jobs() == []
+
+
+def test_an_archive_that_does_not_answer_is_retried_not_rejected(
+    lambda_env: FakeStack,
+    archive: FakeDandiArchive,
+    monkeypatch: pytest.MonkeyPatch,
+    invoke: Invoke,
+) -> None:
+    monkeypatch.setenv("DANDI_API_URL", "http://127.0.0.1:9/api")  # nothing listens there
+    request = {"dandiset_id": "000409", "assets": ["sub-1/sub-1_ecephys.nwb"]}
+    event = upload_event("requests/later.json", json.dumps(request).encode())
+    with pytest.raises(DandiUnavailableError, match="cannot reach the DANDI API"):
+        invoke(event)  # a function error: Lambda retries
+    assert lambda_env.keys("errors/") == [] and lambda_env.jobs() == []
+    monkeypatch.setenv("DANDI_API_URL", archive.api_url)  # the archive is back
+    assert invoke(event)["results"][0]["status"] == "submitted"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "the upload is empty (0 bytes)"),
+        (b"PK\x03\x04" + b"\0" * 5000, "not an NWB (HDF5) file: no HDF5 signature in the first"),
+        (nwb_bytes()[:20], "the HDF5 superblock is cut off (the upload is truncated)"),
+        (nwb_bytes()[:3000], "truncated: its HDF5 superblock says the file is"),
+    ],
+)
+def test_an_upload_that_is_not_a_complete_nwb_starts_no_job(
+    lambda_env: FakeStack,
+    invoke: Invoke,
+    monkeypatch: pytest.MonkeyPatch,
+    body: bytes,
+    message: str,
+) -> None:
+    s3 = aws.client("s3")
+    real_get = s3.get_object
+    gets: list[dict[str, Any]] = []
+
+    def get_object(**kwargs: Any) -> Any:
+        gets.append(kwargs)
+        return real_get(**kwargs)
+
+    monkeypatch.setattr(s3, "get_object", get_object)
+    [outcome] = invoke(upload_event("uploads/lab/bad.nwb", body))["results"]
+    assert outcome["status"] == "rejected", outcome
+    [error] = outcome["errors"]
+    assert error["field"] == "upload" and error["message"].startswith(message)
+    document = lambda_env.get_json("errors/uploads/lab/bad.nwb.json")
+    assert document["errors"] == outcome["errors"]
+    assert document["what_to_do"].startswith("upload the complete NWB file again")
+    assert [g.get("Range") for g in gets] == ["bytes=0-4095"]  # the first bytes only
+    assert lambda_env.jobs() == []

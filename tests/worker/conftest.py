@@ -23,10 +23,13 @@ def small_gt(tmp_path_factory: pytest.TempPathFactory) -> GroundTruthFiles:
 
 
 @pytest.fixture(scope="session")
-def two_series_gt(tmp_path_factory: pytest.TempPathFactory) -> GroundTruthFiles:
+def two_probe_gt(tmp_path_factory: pytest.TempPathFactory) -> GroundTruthFiles:
+    """A session with two probes (own devices, electrode groups, raw series), two shanks each."""
     return write_ground_truth_nwb(
         tmp_path_factory.mktemp("gt-two"),
-        GroundTruthSpec(duration_s=2.0, num_channels=4, num_units=2, seed=3, n_series=2),
+        GroundTruthSpec(
+            duration_s=4.0, num_channels=8, num_units=3, seed=3, n_probes=2, num_shanks=2
+        ),
     )
 
 

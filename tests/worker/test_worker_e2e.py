@@ -77,6 +77,15 @@ def test_dandi_asset_sorted_with_kilosort4_and_published_to_s3(tmp_path, bucket,
         "publish",
     ]
     assert record["cost"]["instance_type"] == "g4dn.2xlarge" and record["cost"]["actual_usd"] > 0
+    # Kilosort filters and re-references on its own: the CPU only phase-shifts, and this file
+    # records no inter-sample shifts, so the sorter gets the traces as stored.
+    assert record["preprocessing"]["steps"] == {"phase_shift": {}}
+    assert record["preprocessing"]["applied"] == []
+    raw = E2E_SPEC.duration_s * E2E_SPEC.sampling_frequency * E2E_SPEC.num_channels * 2
+    assert record["scratch"]["raw_bytes"] == raw
+    # Kilosort4 writes no copy: at most 1.2 x the traces, plus the NWB while converting.
+    assert record["scratch"]["peak_bytes"] <= 1.2 * raw + asset.size
+    assert record["scratch"]["plan"]["basis"] == "file"
     assert record["cost"]["estimated"]["usd"] > 0
     assert sorted(prefix + o for o in record["outputs"]) == sorted(
         k for k in keys if k != prefix + "run.json"

@@ -65,22 +65,25 @@ def test_missing_asset_lists_the_nearest_paths(archive, bucket, scratch, capsys)
     assert record["status"] == "failed" and record["error"]["stage"] == "fetch"
 
 
-def test_several_electrical_series_are_listed(two_series_gt, bucket, scratch, capsys):
+def test_a_series_that_is_not_in_the_file_is_named_with_what_is(
+    two_probe_gt, bucket, scratch, capsys
+):
     env = {
-        "INPUT_URI": two_series_gt.nwb.as_uri(),
+        "INPUT_URI": two_probe_gt.nwb.as_uri(),
         "OUTPUT_URI": f"s3://{bucket}/results",
         "SCRATCH_DIR": str(scratch),
+        "ELECTRICAL_SERIES_PATH": "acquisition/ElectricalSeriesAp",
         **FAST_SORTER,
     }
 
     code, line = _run(env, capsys)
 
     assert code == 1
-    assert "failed in open" in line
-    assert "acquisition/ElectricalSeries, acquisition/ElectricalSeriesCopy1" in line
-    assert "ELECTRICAL_SERIES_PATH" in line
+    assert "failed in fetch" in line  # before anything is downloaded or converted
+    assert "'acquisition/ElectricalSeriesAp' is not an ElectricalSeries" in line
+    assert "acquisition/ElectricalSeriesProbe0, acquisition/ElectricalSeriesProbe1" in line
     _, record = _run_json(bucket, env)
-    assert record["error"]["stage"] == "open"
+    assert record["error"]["stage"] == "fetch"
 
 
 def test_upload_failure_midway_is_failed_and_a_rerun_replaces_it(

@@ -50,8 +50,9 @@ def test_dockerfile_is_hadolint_clean(dockerfile):
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=[p.name for p in DOCKERFILES])
 def test_dockerfile_runs_the_worker_as_non_root_with_pinned_bases(dockerfile):
     text = dockerfile.read_text()
+    stages = set(re.findall(r"^FROM \S+ AS (\S+)$", text, flags=re.M))
     bases = re.findall(r"^(?:ARG KS3_BASE=|FROM )(\S+)", text, flags=re.M)
-    for base in (b for b in bases if not b.startswith("$")):
+    for base in (b for b in bases if not b.startswith("$") and b not in stages):
         assert re.search(r":\d[\w.-]*$", base), f"{base} is not pinned to a version tag"
     users = re.findall(r"^USER (\S+)", text, flags=re.M)
     assert users and users[-1].split(":")[0] not in ("0", "root")
@@ -60,6 +61,26 @@ def test_dockerfile_runs_the_worker_as_non_root_with_pinned_bases(dockerfile):
     assert "containers/requirements.lock" in text
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["spikebatch-worker"] == "spikebatch.worker.__main__:main"
+
+
+def test_both_images_share_one_python_environment_build():
+    """The dependency and package stages are the same in both Dockerfiles, so the engine builds
+    them once and caches them for both images (and a code change rebuilds only ~1 MB)."""
+
+    def shared_stages(dockerfile: Path) -> str:
+        text = dockerfile.read_text()
+        start = text.index("FROM nvidia/cuda:12.4.1-base-ubuntu22.04 AS venv")
+        end = text.index("# ---- The worker image.")
+        return "\n".join(ln for ln in text[start:end].splitlines() if not ln.startswith("#"))
+
+    stages = {shared_stages(d) for d in DOCKERFILES}
+    assert len(stages) == 1
+    (shared,) = stages
+    assert "prune_venv.sh" in shared and "--target /opt/code" in shared
+    for dockerfile in DOCKERFILES:
+        text = dockerfile.read_text()
+        assert "procps" in text  # Kilosort4 runs `ps -o thcount`
+        assert "COPY --from=code /opt/code/ /opt/venv/lib/python3.11/site-packages/" in text
 
 
 def test_kilosort3_image_uses_the_compiled_base():

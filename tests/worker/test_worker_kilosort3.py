@@ -71,7 +71,7 @@ def test_kilosort3_gets_our_recording_and_fails_cleanly(
 
     call = json.loads(fake_ks3.read_text())
     run_id = WorkerSettings.from_env(env).effective_run_id
-    sorter_output = scratch / run_id / "sorter" / "sorter_output"
+    sorter_output = scratch / run_id / "sorter" / "traces" / "sorter_output"
     assert call["argv"] == [str(sorter_output)]
     assert {"ops.mat", "chanMap.mat"} <= set(call["files"])
 
@@ -83,7 +83,7 @@ def test_kilosort3_gets_our_recording_and_fails_cleanly(
     # The binary is the preprocess stage's one int16 copy in scratch, given to the compiled
     # Kilosort as it is (no second recording.dat copy).
     binary = Path(ops.fbinary)
-    assert binary.is_relative_to(scratch / run_id / "preprocessed")
+    assert binary.is_relative_to(scratch / run_id / "preprocessed" / "traces")
     assert binary.stat().st_size == n_samples * n_channels * 2  # int16, every sample
     assert not (sorter_output / "recording.dat").exists()
     assert ops.NchanTOT == n_channels

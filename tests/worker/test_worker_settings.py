@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from spikebatch.contract import Env, derive_run_id
+from spikebatch.sorters import FILTERED_PREPROCESSING, GPU_FILTERING_PREPROCESSING
 from spikebatch.worker.__main__ import main
-from spikebatch.worker.preprocess import DEFAULT_PREPROCESSING
 from spikebatch.worker.settings import ConfigError, WorkerSettings
 
 VALID = {
@@ -39,6 +39,7 @@ BAD = [
     ("RUN_ID", "../escape", "letters, digits"),
     ("INPUT_URI", "ftp://host/x.nwb", "expected s3://, https://, http:// or file:// URI"),
     ("INSTANCE_TYPE", "a big one", "EC2 instance type"),
+    ("SORT_BY_GROUP", "per shank", "valid boolean"),
 ]
 
 
@@ -78,25 +79,46 @@ def test_valid_environment_round_trips_into_run_id_and_full_params():
 
     assert settings.dandiset_version == "draft"
     assert settings.source == "dandi:000409/draft/sub-1/sub-1_ecephys.nwb"
-    assert settings.preprocessing == DEFAULT_PREPROCESSING
+    assert settings.preprocessing == GPU_FILTERING_PREPROCESSING  # Kilosort filters on the GPU
     assert settings.full_sorter_params["Th_universal"] == 8
     assert "Th_learned" in settings.full_sorter_params  # SpikeInterface's defaults recorded too
     assert settings.effective_run_id == derive_run_id(
         source=settings.source,
         sorter="kilosort4",
         sorter_params={"Th_universal": 8},
-        preprocessing=DEFAULT_PREPROCESSING,
+        preprocessing=GPU_FILTERING_PREPROCESSING,
         max_duration_s=60.0,
         electrical_series_path=None,
     )
+    by_group = WorkerSettings.from_env({**VALID, "SORT_BY_GROUP": "true"})
+    assert (
+        by_group.sort_by_group
+        and by_group.effective_run_id != WorkerSettings.from_env(VALID).effective_run_id
+    )  # sorting per shank is another result
+
+
+@pytest.mark.parametrize(
+    ("sorter", "expected"),
+    [
+        ("kilosort4", GPU_FILTERING_PREPROCESSING),
+        ("kilosort3", GPU_FILTERING_PREPROCESSING),
+        ("spykingcircus2", FILTERED_PREPROCESSING),
+        ("simple", FILTERED_PREPROCESSING),  # any undeclared SpikeInterface sorter
+    ],
+)
+def test_default_preprocessing_is_declared_per_sorter(sorter, expected):
+    for unset in ({}, {"PREPROCESSING": ""}, {"PREPROCESSING": "{}"}):
+        settings = WorkerSettings.from_env({**VALID, "SORTER": sorter, **unset})
+        assert settings.preprocessing == expected
+        assert settings.preprocessing_is_default
+    asked = WorkerSettings.from_env(
+        {**VALID, "SORTER": sorter, "PREPROCESSING": json.dumps(FILTERED_PREPROCESSING)}
+    )
+    assert asked.preprocessing == FILTERED_PREPROCESSING  # a request can still ask for anything
 
 
 def test_preprocessing_null_means_none_and_empty_means_defaults():
     assert WorkerSettings.from_env({**VALID, "PREPROCESSING": "null"}).preprocessing is None
-    assert (
-        WorkerSettings.from_env({**VALID, "PREPROCESSING": "{}"}).preprocessing
-        == DEFAULT_PREPROCESSING
-    )
     custom = WorkerSettings.from_env(
         {
             **VALID,

@@ -74,18 +74,37 @@ def test_ground_truth_nwb_is_int16_chunked_gzip_with_probe_positions(small_gt):
 
     positions = read_probe_positions(small_gt.nwb)
     assert positions.shape == (8, 2) and len({tuple(p) for p in positions}) == 8
-    series = choose_series(small_gt.nwb, None)
+    [series] = choose_series(small_gt.nwb, None)
     recording = open_recording(small_gt.nwb, series)
     assert recording.has_probe()
     np.testing.assert_allclose(recording.get_channel_locations(), positions)
     assert small_gt.load_sorting().get_num_units() == small_gt.spec.num_units
 
 
-def test_several_series_are_written_and_each_can_be_chosen(two_series_gt):
-    assert two_series_gt.series_names == ["ElectricalSeries", "ElectricalSeriesCopy1"]
-    assert choose_series(two_series_gt.nwb, "/acquisition/ElectricalSeriesCopy1") == (
-        "acquisition/ElectricalSeriesCopy1"
-    )
+def test_a_two_probe_session_has_its_own_devices_groups_series_and_truths(two_probe_gt):
+    from spikebatch.worker.recording import read_session
+
+    names = ["ElectricalSeriesProbe0", "ElectricalSeriesProbe1"]
+    assert two_probe_gt.series_names == names
+    assert choose_series(two_probe_gt.nwb, None) == [f"acquisition/{n}" for n in names]
+    assert choose_series(two_probe_gt.nwb, "/acquisition/ElectricalSeriesProbe1") == [
+        "acquisition/ElectricalSeriesProbe1"
+    ]
+    session = read_session(two_probe_gt.nwb)
+    assert set(session.devices) == {"Probe0", "Probe1"}
+    assert {g: i["device"] for g, i in session.electrode_groups.items()} == {
+        "Probe0Shank0": "Probe0",
+        "Probe0Shank1": "Probe0",
+        "Probe1Shank0": "Probe1",
+        "Probe1Shank1": "Probe1",
+    }
+    for name in names:
+        recording = open_recording(two_probe_gt.nwb, f"acquisition/{name}")
+        probe = name.removeprefix("ElectricalSeries")
+        assert set(recording.get_channel_groups()) == {f"{probe}Shank0", f"{probe}Shank1"}
+        assert two_probe_gt.load_sorting(name).get_num_units() == 3
+    first, second = (two_probe_gt.load_sorting(n) for n in names)
+    assert not np.array_equal(first.to_spike_vector(), second.to_spike_vector())  # own truths
 
 
 def test_embargoed_asset_is_resolved_with_the_key_from_secrets_manager(small_gt, aws_endpoint):

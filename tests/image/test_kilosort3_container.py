@@ -1,0 +1,89 @@
+"""The Kilosort3 image runs ``SORTER=kilosort3`` up to the compiled binary.
+
+GIVEN the kilosort3 image (on a machine without the upstream base: built on the stand-in
+whose fake ``ks3_compiled`` at /usr/bin/mlrtapp records what it was given, then fails the way
+the real one does without CUDA) WHEN ``run-local --image`` sorts a local NWB with it THEN
+SpikeInterface's wrapper took the compiled path inside the container, the binary got
+``ops.mat``, ``chanMap.mat`` and the preprocessed int16 binary of our recording (channel
+count, sampling rate, geometry, our SORTER_PARAMS), and the worker failed cleanly: one line,
+exit 1, run.json ``failed`` at ``sort``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from spikebatch.cli.local import job_environment
+from spikebatch.control.request import parse_request
+from tests.image.helpers import cli_env, run_local
+from tests.support.ground_truth import GroundTruthSpec, read_probe_positions, write_ground_truth_nwb
+
+SPEC = GroundTruthSpec(duration_s=5.0, num_channels=8, num_units=3, seed=7)
+
+
+def test_kilosort3_reaches_the_compiled_binary_with_our_recording(
+    kilosort3_image: str, scratch: Path, tmp_path: Path
+) -> None:
+    truth = write_ground_truth_nwb(tmp_path / "gt", SPEC)
+    out = tmp_path / "out"
+    params = ["--param", "detect_threshold=5", "--param", "delete_tmp_files=false"]
+    result = run_local(
+        [
+            "--image",
+            kilosort3_image,
+            "--input-uri",
+            truth.nwb.as_uri(),
+            "--sorter",
+            "kilosort3",
+            *params,
+            "--output",
+            str(out),
+            "--scratch",
+            str(scratch),
+        ],
+        cli_env(),
+        timeout=900,
+    )
+
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("spikebatch-worker:")]
+    assert len(lines) == 1
+    assert lines[0].startswith("spikebatch-worker: failed in sort: kilosort3 failed:")
+    assert "Error using gpuArray: CUDA driver version is insufficient" in lines[0]
+
+    request = parse_request(
+        {
+            "input_uri": truth.nwb.as_uri(),
+            "sorter": "kilosort3",
+            "sorter_params": {"detect_threshold": 5, "delete_tmp_files": False},
+        }
+    )
+    run_id = job_environment(request, out.as_uri())["RUN_ID"]
+    record = json.loads((out / run_id / "run.json").read_text())
+    assert record["status"] == "failed" and record["error"]["stage"] == "sort"
+    assert record["sorter"]["name"] == "kilosort3" and record["sorter"]["version"] == "compiled"
+    assert record["image"] == kilosort3_image
+
+    # What the binary was given, read back through the scratch mount (/scratch in the container).
+    [call_file] = list(scratch.rglob("ks3_call.json"))
+    sorter_output = call_file.parent
+    call = json.loads(call_file.read_text())
+    container_output = "/scratch/" + sorter_output.relative_to(scratch).as_posix()
+    assert call["argv"] == [container_output]
+    assert {"ops.mat", "chanMap.mat"} <= set(call["files"])
+    ops = scipy.io.loadmat(sorter_output / "ops.mat", squeeze_me=True, struct_as_record=False)[
+        "ops"
+    ]
+    binary = scratch / Path(ops.fbinary).relative_to("/scratch")
+    n_samples = int(SPEC.duration_s * SPEC.sampling_frequency)
+    assert binary.stat().st_size == n_samples * SPEC.num_channels * 2  # int16, every sample
+    assert not (sorter_output / "recording.dat").exists()  # no second copy
+    assert ops.NchanTOT == SPEC.num_channels and ops.fs == SPEC.sampling_frequency
+    assert ops.spkTh == -5  # our SORTER_PARAMS reached the binary
+    chan_map = scipy.io.loadmat(sorter_output / "chanMap.mat")
+    positions = np.column_stack([chan_map["xcoords"].ravel(), chan_map["ycoords"].ravel()])
+    np.testing.assert_allclose(positions, read_probe_positions(truth.nwb))

@@ -1,0 +1,189 @@
+"""Every probe of a session: several raw ElectricalSeries and none named -> each one sorted.
+
+GIVEN a session NWB with two probes (own devices, electrode groups and raw series) WHEN the
+worker runs with no ELECTRICAL_SERIES_PATH THEN each probe is sorted one after the other in
+the same job, its sorting, QC and figures land under ``probes/<series>/``, and one
+``units.nwb`` holds every probe's units, each tied to its probe's electrode group.
+``SORT_BY_GROUP`` sorts each shank (channel group) on its own. Single-series runs keep the
+flat layout (``tests/worker/test_worker_e2e.py``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spikebatch.worker import layout
+from spikebatch.worker.__main__ import main
+from spikebatch.worker.errors import InputError
+from spikebatch.worker.layout import SeriesInfo
+from tests.support.ground_truth import GroundTruthSpec, score, write_ground_truth_nwb
+from tests.worker.helpers import s3_json, s3_keys
+
+FAST_SORTER = {"SORTER": "simple", "SORTER_PARAMS": '{"seed": 0}'}
+PROBES = ["ElectricalSeriesProbe0", "ElectricalSeriesProbe1"]
+
+
+def _units_table(bucket: str, key: str, tmp_path):
+    from spikebatch import aws
+
+    path = tmp_path / "units.nwb"
+    aws.client("s3").download_file(bucket, key, str(path))
+    return path
+
+
+def _electrode_groups_of_units(path) -> list[tuple[str, str, str]]:
+    """(unit_name, electrode group, device) of every unit in units.nwb."""
+    from pynwb import NWBHDF5IO
+
+    with NWBHDF5IO(path, "r") as io:
+        units = io.read().units
+        groups = units["electrode_group"].data[:]
+        return [
+            (str(name), g.name, g.device.name)
+            for name, g in zip(units["unit_name"].data[:], groups, strict=True)
+        ]
+
+
+def test_every_probe_is_sorted_with_results_per_probe_and_one_units_nwb(
+    two_probe_gt, bucket, scratch, tmp_path
+):
+    env = {
+        "INPUT_URI": two_probe_gt.nwb.as_uri(),
+        "OUTPUT_URI": f"s3://{bucket}/results",
+        "SCRATCH_DIR": str(scratch),
+        "RUN_ID": "two-probes",
+        **FAST_SORTER,
+    }
+
+    assert main(env) == 0
+
+    prefix = "results/two-probes/"
+    keys = set(s3_keys(bucket, prefix))
+    for probe in PROBES:
+        for name in ("quality_metrics.csv", "sorting/spikes.npy", "report/units_summary.png"):
+            assert f"{prefix}probes/{probe}/{name}" in keys
+    assert f"{prefix}units.nwb" in keys
+    assert f"{prefix}sorting/spikes.npy" not in keys  # no flat layout with several probes
+
+    record = s3_json(bucket, prefix + "run.json")
+    assert record["input"]["electrical_series_paths"] == [f"acquisition/{p}" for p in PROBES]
+    assert record["input"]["electrical_series_path"] is None
+    assert record["input"]["n_channels"] == 2 * two_probe_gt.spec.num_channels
+    parts = {p["key"]: p for p in record["parts"]}
+    assert list(parts) == PROBES
+    probe0 = parts["ElectricalSeriesProbe0"]
+    assert probe0["results"] == "probes/ElectricalSeriesProbe0/"
+    assert probe0["electrode_groups"] == ["Probe0Shank0", "Probe0Shank1"]
+    assert record["units"]["count"] == sum(p["units"]["count"] for p in parts.values())
+
+    units = _electrode_groups_of_units(_units_table(bucket, prefix + "units.nwb", tmp_path))
+    assert len(units) == record["units"]["count"]
+    for name, group, device in units:
+        series, _, unit_id = name.partition("/")
+        probe = series.removeprefix("ElectricalSeries")
+        assert device == probe and group.startswith(probe)  # tied to its own probe's group
+        assert unit_id
+    assert {series for series, *_ in (n.partition("/") for n, _, _ in units)} == set(PROBES)
+    assert record["nwbinspector"].get("CRITICAL", 0) == 0
+    assert record["scratch"]["deleted_but_open"] == []
+
+
+def test_sort_by_group_sorts_each_shank_on_its_own(two_probe_gt, bucket, scratch, tmp_path):
+    env = {
+        "INPUT_URI": two_probe_gt.nwb.as_uri(),
+        "OUTPUT_URI": f"s3://{bucket}/results",
+        "SCRATCH_DIR": str(scratch),
+        "ELECTRICAL_SERIES_PATH": "acquisition/ElectricalSeriesProbe1",
+        "SORT_BY_GROUP": "true",
+        "RUN_ID": "by-shank",
+        **FAST_SORTER,
+    }
+
+    assert main(env) == 0
+
+    record = s3_json(bucket, "results/by-shank/run.json")
+    parts = record["parts"]
+    assert [p["key"] for p in parts] == [
+        "ElectricalSeriesProbe1-Probe1Shank0",
+        "ElectricalSeriesProbe1-Probe1Shank1",
+    ]
+    assert [p["group"] for p in parts] == ["Probe1Shank0", "Probe1Shank1"]
+    assert all(p["n_channels"] == two_probe_gt.spec.num_channels // 2 for p in parts)
+    assert record["input"]["electrical_series_path"] == "acquisition/ElectricalSeriesProbe1"
+    units = _electrode_groups_of_units(_units_table(bucket, "results/by-shank/units.nwb", tmp_path))
+    for name, group, _ in units:
+        assert name.startswith(f"ElectricalSeriesProbe1-{group}/")  # each shank's own units
+
+
+def _info(path: str, rate: float | None, channels: int = 384) -> SeriesInfo:
+    return SeriesInfo(path, n_frames=30_000, n_channels=channels, itemsize=2, rate_hz=rate)
+
+
+def test_lfp_band_series_are_not_sorted():
+    ap0, ap1 = (
+        _info("acquisition/ElectricalSeriesAP0", 30_000.0),
+        _info("acquisition/ElectricalSeriesAP1", 30_000.0),
+    )
+    lf = _info("acquisition/ElectricalSeriesLF0", 2_500.0)
+    processed = _info("processing/ecephys/LFP/ElectricalSeries", 2_500.0)
+
+    assert layout.choose([ap0, lf, ap1, processed], None, "s.nwb") == [ap0, ap1]
+    assert layout.choose([ap0, lf], "/acquisition/ElectricalSeriesLF0", "s.nwb") == [lf]
+    with pytest.raises(InputError, match=r"no spike-band ElectricalSeries \(>= 10 kHz\)"):
+        layout.choose([lf], None, "s.nwb")
+    assert layout.choose([processed], None, "s.nwb") == [processed]
+    with pytest.raises(InputError, match="none in acquisition"):
+        layout.choose([processed, _info("processing/x/ElectricalSeries", 30_000.0)], None, "s")
+
+
+#: Two probes of 40 s x 32 channels, 8 units each (as the single-probe e2e test): ~1 min of
+#: Kilosort4 per probe on 2 idle CPUs.
+TWO_PROBE_SPEC = GroundTruthSpec(
+    duration_s=40.0, num_channels=32, num_units=8, firing_rate_hz=15.0, seed=42, n_probes=2
+)
+
+
+@pytest.mark.slow
+def test_a_two_probe_session_scores_per_probe_with_kilosort4(tmp_path, bucket, capsys):
+    truth = write_ground_truth_nwb(tmp_path / "gt", TWO_PROBE_SPEC)
+    env = {
+        "INPUT_URI": truth.nwb.as_uri(),
+        "OUTPUT_URI": f"s3://{bucket}/results",
+        "SORTER": "kilosort4",
+        "SORTER_PARAMS": json.dumps({"torch_device": "cpu"}),
+        "RUN_ID": "two-probes-ks4",
+        "SCRATCH_DIR": str(tmp_path / "scratch"),
+    }
+
+    assert main(env) == 0, capsys.readouterr().err[-3000:]
+
+    import spikeinterface as si
+    from spikeinterface.extractors import read_nwb_recording
+
+    from spikebatch import aws
+
+    record = s3_json(bucket, "results/two-probes-ks4/run.json")
+    assert record["preprocessing"]["applied"] == []  # Kilosort filters on its own; no shifts here
+    for series in truth.series_names:
+        folder = tmp_path / "results" / series
+        prefix = f"results/two-probes-ks4/probes/{series}/sorting/"
+        for key in s3_keys(bucket, prefix):
+            target = folder / key.removeprefix(prefix)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            aws.client("s3").download_file(bucket, key, str(target))
+        recording = read_nwb_recording(
+            file_path=truth.nwb, electrical_series_path=f"acquisition/{series}"
+        )
+        result = score(si.load(folder), truth.load_sorting(series), recording)
+        print(
+            series,
+            "accuracy",
+            json.dumps({k: result[k] for k in ("mean_accuracy", "n_scored_units")}),
+        )
+        assert result["n_scored_units"] >= 5
+        assert result["mean_accuracy"] >= 0.8
+    assert record["scratch"]["peak_bytes"] <= (
+        1.2 * record["scratch"]["raw_bytes"] + record["input"]["size"]
+    )  # Kilosort4 writes no copy: the traces (+ the NWB while converting)
