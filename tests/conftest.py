@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +42,21 @@ def aws_endpoint(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """Point every boto3 client created in this test at the loopback moto server."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     return moto_server
+
+
+@pytest.fixture
+def bucket(aws_endpoint: str) -> str:
+    """A fresh bucket on the loopback moto server; returns its name."""
+    from spikebatch import aws
+
+    name = f"results-{uuid.uuid4().hex[:12]}"
+    aws.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    """A scratch folder (SCRATCH_DIR); a container mounts it at /scratch."""
+    path = tmp_path / "scratch"
+    path.mkdir()
+    return path

@@ -6,6 +6,7 @@ The analyzer lives in scratch; only its products (metrics, figures, units.nwb) a
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from spikebatch.scratch import (
     WAVEFORM_MS_AFTER,
     WAVEFORM_MS_BEFORE,
 )
+from spikebatch.worker.errors import WorkerError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,60 @@ _EXTENSIONS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Where Linux keeps shared memory: a tmpfs whose size a container sets (Docker: 64 MiB by
+#: default; the Batch job definitions: ``spikebatch.worker_image.BATCH_RUNTIME``).
+SHARED_MEMORY_DIR = Path("/dev/shm")
+#: The window SpikeInterface's sparsity estimate uses (``estimate_sparsity`` defaults, ms).
+_SPARSITY_MS_BEFORE, _SPARSITY_MS_AFTER = 1.0, 2.5
+_SHM_HEADROOM = 0.9
+
+
+def shared_memory_workers(
+    n_jobs: int, n_units: int, n_channels: int, sampling_frequency: float, free_bytes: int
+) -> int:
+    """How many workers the sparsity estimate may use so that it fits in /dev/shm.
+
+    ``create_sorting_analyzer(sparse=True)`` accumulates dense float32 templates (units x
+    samples x channels) per worker in shared memory; past the tmpfs's size the process dies
+    of SIGBUS, with no error and no run.json to say why. Fewer workers is slower but
+    finishes; when even one does not fit, this raises one line that says what to change.
+    """
+    samples = int(_SPARSITY_MS_BEFORE * sampling_frequency / 1000.0) + int(
+        _SPARSITY_MS_AFTER * sampling_frequency / 1000.0
+    )
+    per_worker = max(1, n_units * samples * n_channels * 4)
+    fits = int(free_bytes * _SHM_HEADROOM // per_worker)
+    if fits < 1:
+        raise WorkerError(
+            f"the analyzer needs {per_worker / 2**20:.0f} MiB of shared memory "
+            f"({n_units} units x {n_channels} channels) and /dev/shm has "
+            f"{free_bytes / 2**20:.0f} MiB free: give the container more (docker run "
+            "--shm-size; the job definitions' sharedMemorySize)"
+        )
+    return max(1, min(n_jobs, fits))
+
+
+def _fit_shared_memory(sorting: Any, recording: Any, job_kwargs: dict[str, Any]) -> dict[str, Any]:
+    if not SHARED_MEMORY_DIR.is_dir():
+        return job_kwargs
+    n_jobs = int(job_kwargs.get("n_jobs") or 1)
+    workers = shared_memory_workers(
+        n_jobs,
+        sorting.get_num_units(),
+        recording.get_num_channels(),
+        recording.sampling_frequency,
+        shutil.disk_usage(SHARED_MEMORY_DIR).free,
+    )
+    if workers < n_jobs:
+        log.warning(
+            "postprocess: /dev/shm holds the sparsity estimate of %d worker(s), not %d: "
+            "running with fewer (raise the container's shared memory to go faster)",
+            workers,
+            n_jobs,
+        )
+    return {**job_kwargs, "n_jobs": workers}
+
+
 def analyze(sorting: Any, recording: Any, folder: Path, job_kwargs: dict[str, Any]) -> Any:
     """Build the analyzer and compute the extensions + quality metrics."""
     from spikeinterface.core import create_sorting_analyzer
@@ -54,7 +110,7 @@ def analyze(sorting: Any, recording: Any, folder: Path, job_kwargs: dict[str, An
         folder=folder,
         sparse=True,
         overwrite=True,
-        job_kwargs=job_kwargs,
+        job_kwargs=_fit_shared_memory(sorting, recording, job_kwargs),
     )
     # Job kwargs for the extensions come from SpikeInterface's globals (set by the pipeline).
     # One at a time, so a long postprocess shows progress in the job log.

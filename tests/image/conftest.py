@@ -9,7 +9,6 @@ for loopback URLs by itself).
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -57,21 +56,3 @@ def kilosort4_image(engine: Any) -> str:
 @pytest.fixture(scope="session")
 def kilosort3_image(engine: Any) -> str:
     return _image(engine, "kilosort3")
-
-
-@pytest.fixture
-def bucket(aws_endpoint: str) -> str:
-    """A fresh results bucket on the loopback moto server."""
-    from spikebatch import aws
-
-    name = f"image-results-{uuid.uuid4().hex[:10]}"
-    aws.client("s3").create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-def scratch(tmp_path: Path) -> Path:
-    """A host folder for the container's /scratch (run-local makes it writable by uid 1000)."""
-    path = tmp_path / "scratch"
-    path.mkdir()
-    return path

@@ -14,13 +14,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import scipy.io
-
 from spikebatch.cli.local import job_environment
 from spikebatch.control.request import parse_request
 from tests.image.helpers import cli_env, run_local
-from tests.support.ground_truth import GroundTruthSpec, read_probe_positions, write_ground_truth_nwb
+from tests.support.ground_truth import GroundTruthSpec, write_ground_truth_nwb
+from tests.support.kilosort3 import CUDA_ERROR, check_kilosort3_inputs
 
 SPEC = GroundTruthSpec(duration_s=5.0, num_channels=8, num_units=3, seed=7)
 
@@ -53,7 +51,7 @@ def test_kilosort3_reaches_the_compiled_binary_with_our_recording(
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("spikebatch-worker:")]
     assert len(lines) == 1
     assert lines[0].startswith("spikebatch-worker: failed in sort: kilosort3 failed:")
-    assert "Error using gpuArray: CUDA driver version is insufficient" in lines[0]
+    assert CUDA_ERROR in lines[0]
 
     request = parse_request(
         {
@@ -69,21 +67,6 @@ def test_kilosort3_reaches_the_compiled_binary_with_our_recording(
     assert record["image"] == kilosort3_image
 
     # What the binary was given, read back through the scratch mount (/scratch in the container).
-    [call_file] = list(scratch.rglob("ks3_call.json"))
-    sorter_output = call_file.parent
-    call = json.loads(call_file.read_text())
-    container_output = "/scratch/" + sorter_output.relative_to(scratch).as_posix()
-    assert call["argv"] == [container_output]
-    assert {"ops.mat", "chanMap.mat"} <= set(call["files"])
-    ops = scipy.io.loadmat(sorter_output / "ops.mat", squeeze_me=True, struct_as_record=False)[
-        "ops"
-    ]
-    binary = scratch / Path(ops.fbinary).relative_to("/scratch")
-    n_samples = int(SPEC.duration_s * SPEC.sampling_frequency)
-    assert binary.stat().st_size == n_samples * SPEC.num_channels * 2  # int16, every sample
-    assert not (sorter_output / "recording.dat").exists()  # no second copy
-    assert ops.NchanTOT == SPEC.num_channels and ops.fs == SPEC.sampling_frequency
-    assert ops.spkTh == -5  # our SORTER_PARAMS reached the binary
-    chan_map = scipy.io.loadmat(sorter_output / "chanMap.mat")
-    positions = np.column_stack([chan_map["xcoords"].ravel(), chan_map["ycoords"].ravel()])
-    np.testing.assert_allclose(positions, read_probe_positions(truth.nwb))
+    check_kilosort3_inputs(
+        scratch, truth, spk_th=-5, host_path=lambda p: scratch / Path(p).relative_to("/scratch")
+    )

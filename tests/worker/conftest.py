@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -41,20 +39,3 @@ def archive(small_gt: GroundTruthFiles) -> Iterator[FakeDandiArchive]:
         for sub in ("sim02", "sim03"):
             fake.add_asset(DANDISET, f"sub-{sub}/sub-{sub}_ses-gt_ecephys.nwb", small_gt.nwb)
         yield fake
-
-
-@pytest.fixture
-def bucket(aws_endpoint: str) -> str:
-    """A fresh bucket on the moto server; returns its name."""
-    from spikebatch import aws
-
-    name = f"results-{uuid.uuid4().hex[:12]}"
-    aws.client("s3").create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-def scratch(tmp_path: Path) -> Path:
-    path = tmp_path / "scratch"
-    path.mkdir()
-    return path

@@ -11,41 +11,26 @@ from __future__ import annotations
 
 import json
 import os
-import stat
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import scipy.io
 
 from spikebatch.worker.__main__ import main
 from spikebatch.worker.settings import WorkerSettings
+from tests.support.kilosort3 import CUDA_ERROR, FAKE_KS3, check_kilosort3_inputs
 from tests.worker.helpers import s3_json
-
-FAKE_KS3 = """#!/usr/bin/env bash
-# Stand-in for the MATLAB-compiled Kilosort3: record argv, cwd and the folder, then fail.
-python3 - "$@" <<'PY'
-import json, os, sys
-folder = sys.argv[1]
-json.dump({"argv": sys.argv[1:], "cwd": os.getcwd(), "files": sorted(os.listdir(folder))},
-          open(os.environ["FAKE_KS3_RECORD"], "w"))
-PY
-echo "Error using gpuArray: CUDA driver version is insufficient" >&2
-exit 1
-"""
 
 
 @pytest.fixture
-def fake_ks3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def fake_ks3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image stand-in's fake ``ks3_compiled``, first on PATH."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     exe = bin_dir / "ks3_compiled"
-    exe.write_text(FAKE_KS3)
-    exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    record = tmp_path / "ks3_call.json"
+    shutil.copyfile(FAKE_KS3, exe)
+    exe.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_KS3_RECORD", str(record))
-    return record
 
 
 def test_kilosort3_gets_our_recording_and_fails_cleanly(
@@ -67,36 +52,11 @@ def test_kilosort3_gets_our_recording_and_fails_cleanly(
     assert len(lines) == 1 and lines[0].startswith(
         "spikebatch-worker: failed in sort: kilosort3 failed:"
     )
-    assert "last output: Error using gpuArray: CUDA driver version is insufficient" in lines[0]
+    assert f"last output: {CUDA_ERROR}" in lines[0]
 
-    call = json.loads(fake_ks3.read_text())
     run_id = WorkerSettings.from_env(env).effective_run_id
-    sorter_output = scratch / run_id / "sorter" / "traces" / "sorter_output"
-    assert call["argv"] == [str(sorter_output)]
-    assert {"ops.mat", "chanMap.mat"} <= set(call["files"])
-
-    n_channels, fs = small_gt.spec.num_channels, small_gt.spec.sampling_frequency
-    n_samples = int(small_gt.spec.duration_s * fs)
-    ops = scipy.io.loadmat(sorter_output / "ops.mat", squeeze_me=True, struct_as_record=False)[
-        "ops"
-    ]
-    # The binary is the preprocess stage's one int16 copy in scratch, given to the compiled
-    # Kilosort as it is (no second recording.dat copy).
-    binary = Path(ops.fbinary)
-    assert binary.is_relative_to(scratch / run_id / "preprocessed" / "traces")
-    assert binary.stat().st_size == n_samples * n_channels * 2  # int16, every sample
-    assert not (sorter_output / "recording.dat").exists()
-    assert ops.NchanTOT == n_channels
-    assert ops.fs == fs
-    assert ops.spkTh == -5  # our SORTER_PARAMS reached the binary
-    assert Path(ops.chanMap) == sorter_output / "chanMap.mat"
-    chan_map = scipy.io.loadmat(sorter_output / "chanMap.mat")
-    assert chan_map["Nchannels"].item() == n_channels
-    assert chan_map["fs"].item() == fs
-    positions = np.column_stack([chan_map["xcoords"].ravel(), chan_map["ycoords"].ravel()])
-    from tests.support.ground_truth import read_probe_positions
-
-    np.testing.assert_allclose(positions, read_probe_positions(small_gt.nwb))
+    sorter_output = check_kilosort3_inputs(scratch / run_id, small_gt, spk_th=-5)
+    assert sorter_output == scratch / run_id / "sorter" / "traces" / "sorter_output"
 
     record = s3_json(bucket, f"results/{run_id}/run.json")
     assert record["status"] == "failed"
