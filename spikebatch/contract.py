@@ -68,6 +68,12 @@ MANIFESTS_PREFIX = "manifests/"  # array-job manifests
 RESULTS_PREFIX = "results/"  # worker outputs (OUTPUT_URI)
 SCRATCH_PREFIX = "scratch/"  # expires after a week
 
+# Under OUTPUT_URI/RUN_ID/: the run's manifest, written last, and the run's page (an array's
+# summary under its own run id). The worker writes them; the run-record Lambda and
+# `spikebatch results` read them (and the Lambda writes an array's page).
+RUN_JSON = "run.json"
+RUN_PAGE = "report/index.html"
+
 # Batch job tag carrying the run id; state changes are mapped back to runs with it.
 RUN_ID_TAG = "spikebatch:run-id"
 

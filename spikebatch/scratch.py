@@ -16,6 +16,9 @@ sort       the sorter inputs + one part's sorter scratch (Kilosort3's whitened `
            traces and the session's metadata are out
 postprocess the sorter inputs + one part's SortingAnalyzer and sorter results; the sorter's
            copy is deleted as soon as it has sorted
+export     the postprocess stage + what every part leaves in ``results/`` until the upload
+           (``sorting/``, ``phy/``); phy's PC features are sized exactly once the spikes are
+           known (:func:`phy_pc_features_bytes`), and left out if they do not fit
 ========== ===================================================================================
 
 A *part* is one sort: a raw ElectricalSeries (one probe), or one channel group (shank) of
@@ -50,6 +53,15 @@ ANALYZER_FIRING_HZ = 20.0
 ANALYZER_SPARSE_CHANNELS = 64
 #: Per spike the analyzer stores the sorting's spike vector (3 x int64) and an amplitude.
 ANALYZER_BYTES_PER_SPIKE = 28
+#: What a part leaves in ``results/`` until the upload: ``sorting/`` (the spike vector:
+#: sample, unit and segment index, int64 each) and ``phy/`` (per spike its time, template
+#: and cluster, int64, and amplitude, float32; the templates, float64, on a unit's sparse
+#: channels; this many spike waveforms per unit, float32, for phy's waveform view).
+SORTING_BYTES_PER_SPIKE = 24
+PHY_BYTES_PER_SPIKE = 28
+PHY_WAVEFORMS_PER_UNIT = 100
+#: phy's PC features (``pc_features.npy``): 5 components per channel of a unit, float32.
+PHY_PC_COMPONENTS = 5
 #: Share of an instance-store volume usable after formatting (file-system metadata).
 FILESYSTEM_USABLE = 0.97
 #: The stack's default root volume (``root_volume_gib`` in cdk.json), which holds /scratch
@@ -84,18 +96,45 @@ class Part:
         return replace(self, n_frames=min(self.n_frames, round(seconds * self.sampling_frequency)))
 
 
-def analyzer_bytes(part: Part) -> int:
-    """An upper bound on one part's SortingAnalyzer folder (waveforms dominate)."""
+def _units_spikes_samples_channels(part: Part) -> tuple[int, float, int, int]:
+    """The high-side sizes the analyzer and results bounds share: units, spikes per unit,
+    samples per waveform, sparse channels per unit."""
     units = math.ceil(ANALYZER_UNITS_PER_CHANNEL * part.n_channels)
     spikes_per_unit = ANALYZER_FIRING_HZ * part.duration_s
     samples = round((WAVEFORM_MS_BEFORE + WAVEFORM_MS_AFTER) * part.sampling_frequency / 1000)
-    sparse = min(part.n_channels, ANALYZER_SPARSE_CHANNELS)
+    return units, spikes_per_unit, samples, min(part.n_channels, ANALYZER_SPARSE_CHANNELS)
+
+
+def analyzer_bytes(part: Part) -> int:
+    """An upper bound on one part's SortingAnalyzer folder (waveforms dominate)."""
+    units, spikes_per_unit, samples, sparse = _units_spikes_samples_channels(part)
     waveforms = units * min(MAX_SPIKES_PER_UNIT, spikes_per_unit) * samples * sparse * 4
     templates = units * samples * part.n_channels * 4 * 2  # average and std
     spikes = units * spikes_per_unit * ANALYZER_BYTES_PER_SPIKE
     bins = round(2 * CORRELOGRAM_WINDOW_MS / CORRELOGRAM_BIN_MS)
     pairwise = units * units * (bins + 1) * 8  # correlograms, template similarity
     return int(waveforms + templates + spikes + pairwise)
+
+
+def published_bytes(part: Part) -> int:
+    """An upper bound on what one part leaves in ``results/`` (``sorting/``, ``phy/`` without
+    its PC features; the CSV, figures and NWB are small beside them)."""
+    units, spikes_per_unit, samples, sparse = _units_spikes_samples_channels(part)
+    spikes = units * spikes_per_unit * (SORTING_BYTES_PER_SPIKE + PHY_BYTES_PER_SPIKE)
+    waveforms = units * min(PHY_WAVEFORMS_PER_UNIT, spikes_per_unit) * samples * sparse * 4
+    templates = units * samples * sparse * 8 + units * units * 8  # and their similarity
+    return int(spikes + waveforms + templates)
+
+
+def phy_pc_features_bytes(n_spikes: int, channels: int) -> int:
+    """``pc_features.npy``: every spike's PCs on ``channels`` (the most any unit has).
+
+    Not in :func:`plan`: it grows with the spike count, which only the sorter knows (an
+    hour of 384 channels: ~10 GB at 4,000 spikes/s on 40 channels, 50 GB at the plan's
+    high side), so the worker sizes it exactly after sorting and leaves it out when the
+    scratch volume cannot hold it, rather than refuse or fail the job for it.
+    """
+    return n_spikes * PHY_PC_COMPONENTS * channels * 4
 
 
 @dataclass(frozen=True)
@@ -149,18 +188,22 @@ def plan(
     )
     results = max((int(p.raw_bytes * spec.scratch_output_factor) for p in parts), default=0)
     analyzer = max((analyzer_bytes(p) for p in parts), default=0)
+    # Results stay until the upload: a part sorts beside every earlier part's results.
+    each = [published_bytes(p) for p in parts]
+    published, earlier = sum(each), sum(each) - min(each, default=0)
     stages = {
         "fetch": input_bytes,
         "convert": input_bytes + raw,
-        "sort": raw + sorter_scratch,
-        "postprocess": raw + results + analyzer,
+        "sort": raw + sorter_scratch + earlier,
+        "postprocess": raw + results + analyzer + earlier,
+        "export": raw + results + analyzer + published,
     }
     return ScratchPlan(
         sorter=sorter,
         input_bytes=input_bytes,
         raw_bytes=raw,
         stages=stages,
-        without_freeing=input_bytes + raw + sorter_scratch + analyzer,
+        without_freeing=input_bytes + raw + sorter_scratch + analyzer + published,
         parts=tuple(parts),
     )
 

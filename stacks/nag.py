@@ -23,9 +23,14 @@ def acknowledge(construct: IConstruct, rule_id: str, reason: str) -> None:
 
 def object_prefix_finding(bucket: s3.IBucket, prefix: str) -> str:
     """The IAM5 finding id of ``<bucket ARN>/<prefix>*``."""
+    return object_pattern_finding(bucket, f"{prefix}*")
+
+
+def object_pattern_finding(bucket: s3.IBucket, pattern: str) -> str:
+    """The IAM5 finding id of ``<bucket ARN>/<pattern>`` (a key pattern with wildcards)."""
     stack = Stack.of(bucket)
     logical_id = stack.resolve(stack.get_logical_id(bucket.node.default_child))
-    return f"AwsSolutions-IAM5[Resource::<{logical_id}.Arn>/{prefix}*]"
+    return f"AwsSolutions-IAM5[Resource::<{logical_id}.Arn>/{pattern}]"
 
 
 def acknowledge_object_prefixes(

@@ -144,35 +144,15 @@ class Observability(Construct):
             " run `spikebatch redrive`",
         )
 
-        self.events_log_group = logs.LogGroup(
-            self,
-            "JobEvents",
-            log_group_name=f"{_EVENTS_LOG_PREFIX}{stack.stack_name}/batch-job-state",
-            retention=log_retention,
-        )
-        logs.ResourcePolicy(
-            self,
-            "JobEventsDelivery",
-            resource_policy_name=f"{stack.stack_name}-batch-job-events",
-            policy_statements=[
-                iam.PolicyStatement(
-                    principals=[iam.ServicePrincipal("events.amazonaws.com")],
-                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                    resources=[self.events_log_group.log_group_arn],
-                )
-            ],
-        )
-        self.job_events = events.Rule(
-            self,
-            "JobStateChange",
+        self.events_log_group, self.job_events = self._batch_events_to_log(
+            ("JobEvents", "JobEventsDelivery", "JobStateChange"),
+            detail_type="Batch Job State Change",
+            log_name="batch-job-state",
+            policy_name="batch-job-events",
             description="Batch job state changes of this app's queues",
-            event_pattern=events.EventPattern(
-                source=["aws.batch"],
-                detail_type=["Batch Job State Change"],
-                detail={"jobQueue": [q.job_queue_arn for q in queues]},
-            ),
+            queues=queues,
+            log_retention=log_retention,
         )
-        self.job_events.add_target(LogGroupTarget(self.events_log_group))
         self._alarm_on_blocked_queues(queues, log_retention)
 
         self.dashboard = cloudwatch.Dashboard(
@@ -206,41 +186,66 @@ class Observability(Construct):
             " failed-events queue. See its log group.",
         )
 
+    def _batch_events_to_log(
+        self,
+        ids: tuple[str, str, str],
+        *,
+        detail_type: str,
+        log_name: str,
+        policy_name: str,
+        description: str,
+        queues: Sequence[batch.IJobQueue],
+        log_retention: logs.RetentionDays,
+    ) -> tuple[logs.LogGroup, events.Rule]:
+        """One kind of Batch event of this app's queues, kept in its own log group (which
+        EventBridge may write to): ``ids`` are the log group's, its policy's and the rule's."""
+        stack = Stack.of(self)
+        log_id, policy_id, rule_id = ids
+        log_group = logs.LogGroup(
+            self,
+            log_id,
+            log_group_name=f"{_EVENTS_LOG_PREFIX}{stack.stack_name}/{log_name}",
+            retention=log_retention,
+        )
+        logs.ResourcePolicy(
+            self,
+            policy_id,
+            resource_policy_name=f"{stack.stack_name}-{policy_name}",
+            policy_statements=[
+                iam.PolicyStatement(
+                    principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                    resources=[log_group.log_group_arn],
+                )
+            ],
+        )
+        rule = events.Rule(
+            self,
+            rule_id,
+            description=description,
+            event_pattern=events.EventPattern(
+                source=["aws.batch"],
+                detail_type=[detail_type],
+                detail={"jobQueue": [q.job_queue_arn for q in queues]},
+            ),
+            targets=[LogGroupTarget(log_group)],
+        )
+        return log_group, rule
+
     def _alarm_on_blocked_queues(
         self, queues: Sequence[batch.IJobQueue], log_retention: logs.RetentionDays
     ) -> None:
         """Batch says a RUNNABLE job blocks a queue (no instance can take it: quota,
         capacity, a request larger than any instance type) long before the
         ``runnable_timeout_minutes`` cancellation: count those events and alarm."""
-        stack = Stack.of(self)
-        blocked_log = logs.LogGroup(
-            self,
-            "QueueBlockedEvents",
-            log_group_name=f"{_EVENTS_LOG_PREFIX}{stack.stack_name}/batch-queue-blocked",
-            retention=log_retention,
-        )
-        logs.ResourcePolicy(
-            self,
-            "QueueBlockedDelivery",
-            resource_policy_name=f"{stack.stack_name}-batch-queue-blocked",
-            policy_statements=[
-                iam.PolicyStatement(
-                    principals=[iam.ServicePrincipal("events.amazonaws.com")],
-                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                    resources=[blocked_log.log_group_arn],
-                )
-            ],
-        )
-        events.Rule(
-            self,
-            "JobQueueBlocked",
+        blocked_log, _ = self._batch_events_to_log(
+            ("QueueBlockedEvents", "QueueBlockedDelivery", "JobQueueBlocked"),
+            detail_type="Batch Job Queue Blocked",
+            log_name="batch-queue-blocked",
+            policy_name="batch-queue-blocked",
             description="Batch jobs stuck in RUNNABLE, blocking this app's queues",
-            event_pattern=events.EventPattern(
-                source=["aws.batch"],
-                detail_type=["Batch Job Queue Blocked"],
-                detail={"jobQueue": [q.job_queue_arn for q in queues]},
-            ),
-            targets=[LogGroupTarget(blocked_log)],
+            queues=queues,
+            log_retention=log_retention,
         )
         namespace, name = STUCK_METRIC
         blocked = logs.MetricFilter(

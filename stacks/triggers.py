@@ -37,13 +37,16 @@ from spikebatch.contract import (
     ERRORS_PREFIX,
     MANIFESTS_PREFIX,
     REQUESTS_PREFIX,
+    RESULTS_PREFIX,
+    RUN_JSON,
+    RUN_PAGE,
     RUNS_PREFIX,
     UPLOADS_PREFIX,
 )
 from spikebatch.control.idempotency import HANDLER_TIMEOUT_S
 from stacks.cfn_tidy import drop_role_depends_on
 from stacks.lambda_asset import HANDLER, lambda_code
-from stacks.nag import acknowledge, arn_finding
+from stacks.nag import acknowledge, arn_finding, object_pattern_finding
 from stacks.storage import allow_list_prefixes, allow_object_prefixes
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
@@ -233,6 +236,7 @@ class Triggers(Construct):
         allow_list_prefixes(
             self.run_record.role, sid="ListRunRecords", bucket=bucket, prefixes=[RUNS_PREFIX]
         )
+        self._results_access(self.run_record, bucket)
         self._idempotency(self.run_record)
         failure_topic.grant_publish(self.run_record)
         acknowledge(
@@ -320,6 +324,33 @@ class Triggers(Construct):
                     "CDK's own S3 bucket-notification handler runs only during deploys and only"
                     " writes its logs with this policy.",
                 )
+
+    @staticmethod
+    def _results_access(function: lambda_.Function, bucket: s3.IBucket) -> None:
+        """What the worker wrote and the run-record Lambda reads (a run's publication, an
+        array's children: their run.json) and the array's summary page it writes beside
+        them; nothing else under results/ (``<output prefix>/<run id>/`` nests: S3's ``*``
+        spans slashes)."""
+        role = function.role
+        assert role is not None
+        patterns = {
+            "ReadRunManifests": ("s3:GetObject", f"{RESULTS_PREFIX}*/{RUN_JSON}"),
+            "WriteArraySummaries": ("s3:PutObject", f"{RESULTS_PREFIX}*/{RUN_PAGE}"),
+        }
+        for sid, (action, pattern) in patterns.items():
+            role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    sid=sid, actions=[action], resources=[bucket.arn_for_objects(pattern)]
+                )
+            )
+            acknowledge(
+                role,
+                object_pattern_finding(bucket, pattern),
+                f"{action} on '{pattern}' only: one file name in every run folder under"
+                " results/, whose depth depends on the request's output prefix.",
+            )
+        # A child that has not started has no run.json: 404, not 403, needs ListBucket.
+        allow_list_prefixes(role, sid="ListResults", bucket=bucket, prefixes=[RESULTS_PREFIX])
 
     def _idempotency(self, function: lambda_.Function) -> None:
         function.add_to_role_policy(

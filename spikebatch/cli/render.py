@@ -136,8 +136,24 @@ def _state(record: RunRecord, live: dict[str, dict[str, Any]]) -> dict[str, Any]
     return live.get(record.job_id) or record.status or {"status": record.state}
 
 
+def _publication(state: dict[str, Any]) -> str:
+    """A run's publication to DANDI, as the run-record Lambda copied it from run.json."""
+    publication = state.get("publish") or {}
+    status = publication.get("status")
+    if not status:
+        return ""
+    if status == "failed":
+        return f"publish failed: {publication.get('reason') or 'no reason given'}"
+    return f"{status} on dandiset {publication.get('dandiset_id')}: {publication.get('path')}"
+
+
 def _reason(state: dict[str, Any], *, short: bool = False) -> str:
-    """``<failure kind>: <Batch's reasons>``; ``short`` keeps only the most specific one."""
+    """``<failure kind>: <Batch's reasons>``; ``short`` keeps only the most specific one.
+    A run that succeeded but whose publication to DANDI failed says so."""
+    if state.get("status") == "SUCCEEDED" and (state.get("publish") or {}).get("status") == (
+        "failed"
+    ):
+        return _publication(state)
     if state.get("status") != "FAILED":
         return ""
     reason = str(state.get("status_reason") or "")
@@ -184,8 +200,9 @@ def run_detail(
     lines = [
         ("run", record.run_id),
         ("status", str(state.get("status"))),
-        ("reason", _reason(state)),
+        ("reason", _reason(state) if state.get("status") == "FAILED" else ""),
         ("what to do", str(state.get("hint") or "") if state.get("status") == "FAILED" else ""),
+        ("DANDI", _publication(state) if state.get("status") == "SUCCEEDED" else ""),
         ("source", str(record.submitted.get("source") or "")),
         ("job", f"{record.job_id} on {_short_arn(str(record.submitted.get('job_queue')))}"),
         ("results", str(record.submitted.get("results_uri") or "")),

@@ -21,7 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from spikebatch import aws
+from spikebatch.contract import RUN_JSON, RUN_PAGE
 from spikebatch.control.records import get_json, load_run, record_key
 from spikebatch.pages import (
     Raw,
@@ -41,7 +44,7 @@ from spikebatch.pages import (
 log = logging.getLogger(__name__)
 
 #: Where a run's page sits under its results folder (the array summary too).
-PAGE = "report/index.html"
+PAGE = RUN_PAGE
 
 
 def page_href(child_run_id: str) -> str:
@@ -68,6 +71,10 @@ class ChildRow:
     results_uri: str | None = None
 
 
+#: run.json states that decide a child's row on their own (the worker writes them last).
+_WORKER_DECIDES = ("SUCCEEDED", "FAILED")
+
+
 def child_row(
     child: Mapping[str, Any],
     status: Mapping[str, Any] | None,
@@ -84,7 +91,7 @@ def child_row(
     batch = dict(status or {})
     worker_status = str(run.get("status") or "").upper()
     batch_status = str(batch.get("status") or "").upper()
-    if worker_status in ("SUCCEEDED", "FAILED"):
+    if worker_status in _WORKER_DECIDES:
         state = worker_status
     elif batch_status:
         state = batch_status
@@ -184,8 +191,9 @@ def render_array_summary(
                         tag(
                             "p",
                             "Each run id opens that run's page (input, sorter, timings, QC "
-                            "table, figures). A run without a link has no page yet: it has "
-                            "not finished, or it failed before the report stage.",
+                            "table, figures; for a failed run, where and why). A run without "
+                            "a link has no page: it has not finished, or Batch stopped it "
+                            "before the worker could write one (memory, time, spot reclaim).",
                             class_="sub",
                         ),
                     ]
@@ -223,6 +231,9 @@ def _row(row: ChildRow, href: Callable[[str], str], *, with_publish: bool) -> li
 # -- reading the children, writing the page ---------------------------------------------
 
 
+_DENIED = {"AccessDenied", "403"}
+
+
 def _split(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key
@@ -231,27 +242,39 @@ def _split(uri: str) -> tuple[str, str]:
 def _run_json(results_uri: str | None) -> dict[str, Any] | None:
     if not results_uri or not results_uri.startswith("s3://"):
         return None
-    bucket, prefix = _split(results_uri.rstrip("/") + "/run.json")
+    bucket, prefix = _split(results_uri.rstrip("/") + "/" + RUN_JSON)
     try:
         return get_json(bucket, prefix)
     except (ValueError, json.JSONDecodeError):  # a torn or foreign object: show what Batch says
         log.warning("unreadable run.json at %s", results_uri)
         return None
+    except ClientError as exc:  # e.g. 403 for a missing key where ListBucket is not granted
+        if aws.error_code(exc) not in _DENIED:
+            raise
+        log.warning("run.json at %s not readable (%s): showing Batch's status", results_uri, exc)
+        return None
 
 
 def load_rows(bucket: str, parent_run_id: str) -> tuple[list[ChildRow], dict[str, Any]]:
-    """Every child's row (S3 reads in parallel) and the parent's submission record."""
+    """Every child's row (S3 reads in parallel) and the parent's submission record.
+
+    One read per child that finished in the worker (its run.json decides); a second, of
+    its Batch status, only for the others (not started, running, or killed by Batch).
+    """
     parent = load_run(bucket, parent_run_id)
     children = parent.children
     if not children:
         raise ValueError(f"{parent_run_id} is not an array run (it has no children)")
+    output_uri = str(parent.submitted.get("output_uri") or "").rstrip("/")
 
     def one(child: Mapping[str, Any]) -> ChildRow:
         run_id = str(child["run_id"])
-        submitted = get_json(bucket, record_key(run_id, "request.json")) or {}
-        status = get_json(bucket, record_key(run_id, "status.json"))
-        results_uri = submitted.get("results_uri")
-        return child_row(child, status, _run_json(results_uri), results_uri=results_uri)
+        results_uri = f"{output_uri}/{run_id}/" if output_uri else None  # as write_submitted
+        run = _run_json(results_uri)
+        status = None
+        if str((run or {}).get("status") or "").upper() not in _WORKER_DECIDES:
+            status = get_json(bucket, record_key(run_id, "status.json"))
+        return child_row(child, status, run, results_uri=results_uri)
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         rows = list(pool.map(one, children))

@@ -12,6 +12,12 @@ of order, more than once and concurrently, and the Lambda may die at any instant
   only after SNS accepted the message: a crash before that lets the retry send it (never
   zero e-mails), a redelivery after it sends nothing (one e-mail). Only a death in the
   instant between SNS's answer and the settle can send a second one.
+
+After that, two extras that never fail the event (a problem is logged): a SUCCEEDED run's
+publication to DANDI (run.json's ``publish``) is copied into status.json, so ``spikebatch
+status`` says when it failed; and an array's summary page is written when the array ends
+(and, for small arrays, whenever a child ends). Both are idempotent, so Lambda's retry of
+an invocation that died in them simply does them again.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from spikebatch import aws
-from spikebatch.contract import RUN_ID_TAG
+from spikebatch.contract import RUN_ID_TAG, RUN_JSON
+from spikebatch.control.array_summary import write_array_summary
 from spikebatch.control.idempotency import (
     DONE,
     Claim,
@@ -38,6 +45,13 @@ log = logging.getLogger(__name__)
 _RANK = {s: i for i, s in enumerate(("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"))}
 _RANK |= {"SUCCEEDED": 10, "FAILED": 10}
 _HISTORY_LIMIT = 50
+#: The summary page of an array is rendered in this Lambda, inside its timeout
+#: (``idempotency.HANDLER_TIMEOUT_S``), from one or two S3 reads per child: when the array
+#: ends for arrays of up to SUMMARY_MAX_CHILDREN children, and also whenever a child ends
+#: for arrays of up to SUMMARY_EACH_CHILD_MAX (so a small array's page fills in as it
+#: runs). Larger arrays: ``spikebatch results RUN --open`` renders it on your machine.
+SUMMARY_MAX_CHILDREN = 2000
+SUMMARY_EACH_CHILD_MAX = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +132,8 @@ def record_state_change(
         return None
     index = (detail.get("arrayProperties") or {}).get("index")
     run_id, parent = tagged, None
+    parent_record: dict[str, Any] = {}
+    children: dict[int, str] = {}
     if index is not None:
         parent_record = get_json(settings.bucket, record_key(tagged, "request.json")) or {}
         children = {c["array_index"]: c["run_id"] for c in parent_record.get("children", [])}
@@ -143,12 +159,90 @@ def record_state_change(
         settings.bucket, record_key(run_id, "status.json"), lambda old: _changed(status, old)
     )
     is_parent = "size" in (detail.get("arrayProperties") or {})
-    failed_now = (stored or {}).get("job_id") == status["job_id"] and stored["status"] == "FAILED"
+    current = (stored or {}).get("job_id") == status["job_id"]
+    failed_now = current and stored["status"] == "FAILED"
     if status["status"] == "FAILED" and failed_now and not is_parent and settings.topic_arn:
         # Also when the record was already FAILED: the invocation that wrote it may have
         # died before the e-mail went out. The claim makes it one e-mail either way.
         _notify_failure(stored, settings)
+    if current and stored["status"] == "SUCCEEDED" and not is_parent:
+        stored = _record_publication(stored, settings, parent_record if parent else None)
+    if status["status"] in TERMINAL:
+        if is_parent:
+            _summary_quietly(settings, tagged, int(detail["arrayProperties"]["size"]))
+        elif parent is not None and len(children) <= SUMMARY_EACH_CHILD_MAX:
+            _summary_quietly(settings, parent, len(children))
     return stored
+
+
+def _results_uri(bucket: str, run_id: str, parent_record: Mapping[str, Any] | None) -> str | None:
+    """Where the run's run.json is: an array child's from its parent's record (already
+    read), a single run's from its own."""
+    if parent_record is not None and parent_record.get("output_uri"):
+        return f"{str(parent_record['output_uri']).rstrip('/')}/{run_id}/"
+    submitted = get_json(bucket, record_key(run_id, "request.json")) or {}
+    return submitted.get("results_uri")
+
+
+def _record_publication(
+    stored: dict[str, Any], settings: RecordSettings, parent_record: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """status.json with run.json's ``publish`` (status, dandiset, path, reason) copied in,
+    so ``spikebatch status`` shows a failed publication; as it was if there is none."""
+    try:
+        results_uri = _results_uri(settings.bucket, str(stored["run_id"]), parent_record)
+        if not results_uri or not results_uri.startswith(f"s3://{settings.bucket}/"):
+            return stored
+        key = f"{results_uri.removeprefix(f's3://{settings.bucket}/').rstrip('/')}/{RUN_JSON}"
+        publication = (get_json(settings.bucket, key) or {}).get("publish")
+        if not publication:
+            return stored
+        summary = {
+            k: publication[k]
+            for k in ("status", "dandiset_id", "path", "asset_id", "url", "reason")
+            if publication.get(k) is not None
+        }
+
+        def add(old: Any) -> Any:
+            if (
+                not old
+                or old.get("job_id") != stored.get("job_id")
+                or old.get("publish") == summary
+            ):
+                return None
+            return {**old, "publish": summary}
+
+        written, _ = update_json(
+            settings.bucket, record_key(str(stored["run_id"]), "status.json"), add
+        )
+        return written or stored
+    except Exception:
+        log.warning(
+            "could not copy the publication of %s into its record",
+            stored.get("run_id"),
+            exc_info=True,
+        )
+        return stored
+
+
+def _summary_quietly(settings: RecordSettings, parent_run_id: str, n_children: int) -> None:
+    """The array's summary page beside its children's results; a problem is only logged."""
+    if n_children > SUMMARY_MAX_CHILDREN:
+        log.info(
+            "array %s has %d children (> %d): its summary is rendered by "
+            "`spikebatch results %s --open`",
+            parent_run_id,
+            n_children,
+            SUMMARY_MAX_CHILDREN,
+            parent_run_id,
+        )
+        return
+    try:
+        uri = write_array_summary(settings.bucket, parent_run_id)
+    except Exception:
+        log.warning("could not write the summary of array %s", parent_run_id, exc_info=True)
+        return
+    log.info("array %s: summary page %s", parent_run_id, uri)
 
 
 def _notify_failure(status: Mapping[str, Any], settings: RecordSettings) -> None:

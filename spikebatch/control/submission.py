@@ -217,6 +217,14 @@ def _common_env(request: JobRequest, dandi_api_url: str, output_uri: str) -> dic
         env[Env.ELECTRICAL_SERIES_PATH.value] = request.electrical_series_path
     if request.sort_by_group:
         env[Env.SORT_BY_GROUP.value] = "true"
+    if request.quality_thresholds is not None:
+        thresholds = request.quality_thresholds.model_dump(mode="json", exclude_defaults=True)
+        env[Env.QUALITY_THRESHOLDS.value] = _json(thresholds)
+    if not request.phy_pc_features:
+        env[Env.PHY_PC_FEATURES.value] = "false"
+    if request.publish_dandiset_id is not None:
+        env[Env.PUBLISH_DANDISET_ID.value] = request.publish_dandiset_id
+        env.setdefault(Env.DANDI_API_URL.value, dandi_api_url)  # the same archive, the same key
     return env
 
 

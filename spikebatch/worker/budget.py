@@ -150,3 +150,33 @@ def describe_stage(plan: ScratchPlan) -> str:
         what = "its whitened copy and results" if spec.scratch_copy_factor else "its results"
         return f"sort: {traces} + {size_text(extra)} of {plan.sorter} scratch ({what})"
     return f"{stage}: {traces} + {size_text(extra)} of analyzer and sorter results"
+
+
+def pc_features_shortfall(
+    need: int,
+    *,
+    part: scratch.Part,
+    stages: dict[str, int],
+    used: int,
+    available: int,
+    pcs_written: int,
+    last_part: bool,
+) -> str | None:
+    """Why phy's PC features (``need`` bytes, sized from the sorted spikes) cannot be
+    written, or None when they fit.
+
+    They stay in ``results/`` until the upload, beside what the job still needs: this
+    part's other results and, when parts remain, the plan's bound for sorting them (which
+    knows nothing of the PC features already written). ``used``/``available``: what this
+    run holds now and can hold at most (its usage plus the free space).
+    """
+    future = used + scratch.published_bytes(part)
+    if not last_part:
+        later = max(stages.get(s, 0) for s in ("sort", "postprocess", "export"))
+        future = max(future, later + pcs_written)
+    if future + need <= available:
+        return None
+    return (
+        f"left out: {size_text(need)} of PC features would not fit beside the "
+        f"{size_text(future)} this job still needs in {size_text(available)} of scratch"
+    )

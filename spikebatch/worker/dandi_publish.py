@@ -6,7 +6,7 @@ electrodes and the source session's metadata; never raw traces) with dandi's own
 1. the asset path follows dandi's organize rules (``dandi.organize``) from the file's own
    metadata: ``sub-<subject>/sub-<subject>_ses-<session>_desc-<sorter>_ecephys.nwb``;
 2. the file is validated as ``dandi upload`` validates it (pynwb, nwbinspector with
-   DANDI's config, the path layout); an error stops the publication;
+   DANDI's config, the path layout) before it is uploaded; an error stops the publication;
 3. idempotency is decided from the run, not the bytes (NWB files differ at every write):
    the asset metadata carries a ``wasGeneratedBy`` activity whose identifier names the run
    and a fingerprint of its input and settings. A rerun of the same run finds its own
@@ -59,6 +59,29 @@ class Publication:
     run_key: str
     replaced_asset_id: str | None = None
     validation_warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(
+        cls,
+        status: str,
+        asset: Any,
+        metadata: Mapping[str, Any],
+        dandiset_id: str,
+        key: str,
+        **extra: Any,
+    ) -> Publication:
+        """The publication of ``asset`` (a draft ``RemoteAsset``) with its ``metadata``."""
+        return cls(
+            status=status,
+            dandiset_id=dandiset_id,
+            version="draft",
+            path=asset.path,
+            asset_id=asset.identifier,
+            digest=dict(metadata.get("digest") or {}),
+            url=asset.api_url,
+            run_key=key,
+            **extra,
+        )
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -247,7 +270,6 @@ def publish_units(
     sorter = str((record.get("sorter") or {}).get("name") or "spikesorting")
     path = asset_path(nwb, sorter=sorter)
     local = dandi_file(_stage(nwb, staging, path), dandiset_path=staging)
-    warnings = _validate(local)
     key = run_key(record)
     try:
         with DandiAPIClient(api_url=api_url, token=token) as client:
@@ -264,17 +286,7 @@ def publish_units(
                     log.info(
                         "publish: %s already holds this run (%s): nothing to upload", path, key
                     )
-                    return Publication(
-                        status="unchanged",
-                        dandiset_id=dandiset_id,
-                        version="draft",
-                        path=path,
-                        asset_id=existing.identifier,
-                        digest=dict(metadata.get("digest") or {}),
-                        url=existing.api_url,
-                        run_key=key,
-                        validation_warnings=warnings,
-                    )
+                    return Publication.of("unchanged", existing, metadata, dandiset_id, key)
                 if marker is None:
                     raise PublishError(
                         f"dandiset {dandiset_id} already has {path}, not written by spikebatch: "
@@ -282,6 +294,8 @@ def publish_units(
                     )
                 log.info("publish: replacing %s (from run %s)", path, marker)
                 replacing = existing
+            # Validated only when it is to be uploaded (a rerun of this run uploads nothing).
+            warnings = _validate(local)
             metadata = local.get_metadata(digest=local.get_digest()).model_dump(
                 mode="json", exclude_none=True
             )
@@ -298,15 +312,12 @@ def publish_units(
         raise _http_error(exc, dandiset_id, api_url) from None
     except requests.ConnectionError as exc:
         raise PublishError(f"cannot reach DANDI at {api_url}: {one_line(exc)}") from None
-    return Publication(
-        status="replaced" if replacing is not None else "published",
-        dandiset_id=dandiset_id,
-        version="draft",
-        path=path,
-        asset_id=remote.identifier,
-        digest=dict(published.get("digest") or {}),
-        url=remote.api_url,
-        run_key=key,
+    return Publication.of(
+        "replaced" if replacing is not None else "published",
+        remote,
+        published,
+        dandiset_id,
+        key,
         replaced_asset_id=replacing.identifier if replacing is not None else None,
         validation_warnings=warnings,
     )

@@ -3,7 +3,7 @@
 By default it writes a ground-truth NWB (int16, chunked gzip, like DANDI files), runs the
 very same entrypoint the container runs (``INPUT_URI=file://...``, ``OUTPUT_URI=file://...``)
 with Kilosort4 (CPU here, CUDA in the image), then prints the accuracy against the ground
-truth, the per-stage timings and where the report figures are. ``--nwb`` sorts a local NWB
+truth, the per-stage timings, the quality labels, the phy command and the run's page to open. ``--nwb`` sorts a local NWB
 file and ``--dandiset/--asset`` a DANDI asset instead (no accuracy: no ground truth).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from spikebatch.contract import Env
+from spikebatch.contract import RUN_PAGE, Env
 from spikebatch.worker.pipeline import main as worker_main
 from spikebatch.worker.simulate import GroundTruthSpec, score, write_ground_truth_nwb
 
@@ -114,9 +114,19 @@ def main(argv: list[str] | None = None) -> int:
         return code
     if truth is not None:
         _print_accuracy(console, truth, run_dir, out)
-    console.print(f"results:  {run_dir}/  (run.json, sorting/, units.nwb, quality_metrics.csv)")
-    for png in sorted((run_dir / "report").glob("*.png")):
-        console.print(f"figure:   {png}")
+    console.print(
+        f"results:  {run_dir}/  (run.json, sorting/, units.nwb, quality_metrics.csv, phy/, report/)"
+    )
+    labels = (record.get("labels") or {}).get("counts") or {}
+    if labels:
+        console.print("labels:   " + ", ".join(f"{n} {label}" for label, n in labels.items()))
+    for entry in record.get("phy") or []:
+        if entry.get("folder"):
+            console.print(f"curate:   cd {run_dir / entry['folder']} && phy template-gui params.py")
+    page = run_dir / RUN_PAGE
+    console.print(
+        f"[bold]open:     {page.as_uri()}[/]  (the run's page: QC table, labels, figures)"
+    )
     return 0
 
 

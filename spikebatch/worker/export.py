@@ -50,8 +50,16 @@ class UnitsNwb:
         self._unit_groups: list[str] = []
         self.sampling_frequency: float | None = None
 
-    def add(self, analyzer: Any, *, part: str = "") -> int:
-        """Add one part's units (spike times, templates, quality metrics); returns how many."""
+    def add(
+        self,
+        analyzer: Any,
+        *,
+        part: str = "",
+        property_descriptions: dict[str, str] | None = None,
+    ) -> int:
+        """Add one part's units (spike times, templates, quality metrics, and the sorting's
+        properties, e.g. the quality ``label``, described by ``property_descriptions``);
+        returns how many."""
         from neuroconv.tools.spikeinterface import add_sorting_analyzer_to_nwbfile
 
         recording = analyzer.recording
@@ -64,6 +72,7 @@ class UnitsNwb:
             nwbfile=self.nwbfile,
             metadata=self._ecephys_metadata(set(groups)),
             recording=recording,
+            property_descriptions=property_descriptions,
             units_description=f"Units sorted by {self.sorter} (spikebatch) from {self.source}",
         )
         self._unit_groups += groups

@@ -56,11 +56,17 @@ class UnitLabels:
 
     def record(self) -> dict[str, Any]:
         """What run.json keeps: the counts and the thresholds in force, with their sources."""
-        return {
-            "counts": self.counts(),
-            "thresholds": self.thresholds.table(),
-            "nan_policy": dict(NAN_POLICY),
-        }
+        return labels_record(self.counts(), self.thresholds)
+
+
+def labels_record(counts: dict[str, int], thresholds: QualityThresholds) -> dict[str, Any]:
+    """run.json's ``labels``: label counts (of one part, or summed over a run's parts) and
+    the thresholds in force, with their sources."""
+    return {
+        "counts": {label: int(counts.get(label, 0)) for label in LABELS},
+        "thresholds": thresholds.table(),
+        "nan_policy": dict(NAN_POLICY),
+    }
 
 
 def label_units(analyzer: Any, thresholds: QualityThresholds | None = None) -> UnitLabels:

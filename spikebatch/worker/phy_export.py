@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from spikebatch.quality import TEMPLATE_METRIC_COLUMNS
+from spikebatch.scratch import PHY_WAVEFORMS_PER_UNIT, phy_pc_features_bytes
 from spikebatch.worker.labels import LABEL_COLUMN, REASON_COLUMN, UnitLabels
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ DAT_PATH = "recording.dat"
 #: Labels to phy cluster groups (phy's own words: good, mua, noise; unsorted otherwise).
 PHY_GROUPS = {"good": "good", "mua": "mua", "noise": "noise"}
 #: Spike waveforms kept per unit for phy's waveform view (phy draws 100 by default).
-WAVEFORMS_PER_UNIT = 100
+WAVEFORMS_PER_UNIT = PHY_WAVEFORMS_PER_UNIT
 
 _README = """\
 phy/: open with   phy template-gui params.py   (phy 2: pip install phy)
@@ -61,9 +62,10 @@ class PhyExport:
     waveforms_per_unit: int
     bytes: int
 
-    def record(self) -> dict[str, Any]:
+    def record(self, root: Path | None = None) -> dict[str, Any]:
+        """run.json's entry; ``folder`` relative to ``root`` (the run's results), if given."""
         return {
-            "folder": self.folder.name,
+            "folder": self.folder.relative_to(root).as_posix() if root else self.folder.name,
             "units": self.n_units,
             "spikes": self.n_spikes,
             "pc_features": self.pc_features,
@@ -103,7 +105,7 @@ def export_phy(
         folder,
         compute_pc_features=pc_features,
         compute_amplitudes=True,
-        add_waveforms=True,
+        add_waveforms=False,  # written below, bounded: _write_spike_subset
         copy_binary=False,
         remove_if_exists=True,
         verbose=False,
@@ -112,7 +114,7 @@ def export_phy(
     _write_params(folder, analyzer)
     _write_cluster_groups(folder, labels)
     _keep_metric_columns(folder, labels)
-    waveforms = _trim_waveforms(folder, waveforms_per_unit)
+    waveforms = _write_spike_subset(folder, analyzer, waveforms_per_unit)
     (folder / "README.txt").write_text(
         _README.format(
             n_waveforms=waveforms,
@@ -148,6 +150,16 @@ def export_phy(
     return export
 
 
+def pc_features_bytes(analyzer: Any) -> int:
+    """What ``pc_features.npy`` will take: every spike's 5 PCs on the most channels any unit
+    has (float32), known exactly once the sorter has run (``spikebatch.scratch``)."""
+    if analyzer.sparsity is not None:
+        channels = int(analyzer.sparsity.mask.sum(axis=1).max(initial=0))
+    else:
+        channels = analyzer.get_num_channels()
+    return phy_pc_features_bytes(int(analyzer.sorting.count_total_num_spikes()), channels)
+
+
 def _without_empty_units(analyzer: Any) -> Any:
     """SpikeInterface's exporter drops empty units from the cluster tables but not from
     the spike-to-template indices, which then point at the wrong templates: drop them first."""
@@ -159,29 +171,57 @@ def _without_empty_units(analyzer: Any) -> Any:
     return analyzer.select_units(kept, format="memory")
 
 
-def _trim_waveforms(folder: Path, per_unit: int) -> int:
-    """Keep at most ``per_unit`` spikes of each unit in the ``_phy_spikes_subset`` files
-    (the analyzer keeps 500 per unit, five times what phy's waveform view draws)."""
+def _write_spike_subset(folder: Path, analyzer: Any, per_unit: int) -> int:
+    """The ``_phy_spikes_subset`` files (phy's waveform view without the raw traces), with
+    at most ``per_unit`` spikes of each unit, evenly through the recording.
+
+    SpikeInterface's exporter (``add_waveforms``) would write all the analyzer's random
+    spikes (500 per unit, five times what phy's waveform view draws) and copy them in
+    memory twice on the way; on an hour of 384 channels that is gigabytes of scratch and
+    memory for nothing. Same files and layout as the exporter's: spikes sorted by their
+    index in ``spike_times.npy``, channels padded with -1.
+    """
     import numpy as np
 
-    spikes_path = folder / "_phy_spikes_subset.spikes.npy"
-    if not spikes_path.exists():
+    if not (analyzer.has_extension("waveforms") and analyzer.has_extension("random_spikes")):
         return 0
-    spikes = np.load(spikes_path)
-    clusters = np.load(folder / "spike_clusters.npy").ravel()[spikes]
-    keep = np.zeros(len(spikes), dtype=bool)
-    most = 0
-    for cluster in np.unique(clusters):
-        (rows,) = np.nonzero(clusters == cluster)
-        if len(rows) > per_unit:  # evenly through the recording, not the first minutes
+    random_spikes = analyzer.get_extension("random_spikes")
+    waveforms_ext = analyzer.get_extension("waveforms")
+    indices = np.asarray(random_spikes.get_data())
+    units = random_spikes.get_random_spikes()["unit_index"]
+    waveforms = waveforms_ext.get_data()
+    sparse = analyzer.sparsity.unit_id_to_channel_indices if analyzer.sparsity else None
+    keep: list[Any] = []
+    for unit_index in np.unique(units):
+        (rows,) = np.nonzero(units == unit_index)
+        rows = rows[np.argsort(indices[rows], kind="stable")]
+        if len(rows) > per_unit:
             rows = rows[np.linspace(0, len(rows) - 1, per_unit).round().astype(int)]
-        keep[rows] = True
-        most = max(most, len(rows))
-    if not keep.all():
-        for name in ("spikes", "channels", "waveforms"):
-            path = folder / f"_phy_spikes_subset.{name}.npy"
-            np.save(path, np.load(path)[keep])
-    return most
+        keep.append(rows)
+    if not keep:
+        return 0
+    rows = np.concatenate(keep)
+    rows = rows[np.argsort(indices[rows], kind="stable")]
+    n_channels = analyzer.get_num_channels()
+    channels_of = {
+        analyzer.sorting.id_to_index(u): (sparse[u] if sparse else np.arange(n_channels))
+        for u in analyzer.unit_ids
+    }
+    width = max(len(c) for c in channels_of.values())
+    spike_channels = -np.ones((len(rows), width), dtype="int32")
+    spike_waveforms = np.zeros((len(rows), waveforms.shape[1], width), dtype=waveforms.dtype)
+    stored_sparse = waveforms_ext.sparsity is not None
+    for i, row in enumerate(rows):
+        chans = channels_of[int(units[row])]
+        spike_channels[i, : len(chans)] = chans
+        # A sparse extension stores the unit's channels first, in its sparsity's order.
+        data = waveforms[row][:, : len(chans)] if stored_sparse else waveforms[row][:, chans]
+        spike_waveforms[i, :, : len(chans)] = data
+    np.save(folder / "_phy_spikes_subset.spikes.npy", indices[rows].astype("int64"))
+    np.save(folder / "_phy_spikes_subset.channels.npy", spike_channels)
+    np.save(folder / "_phy_spikes_subset.waveforms.npy", spike_waveforms)
+    counts = np.bincount(units[rows])
+    return int(counts.max())
 
 
 def _write_params(folder: Path, analyzer: Any) -> None:

@@ -6,8 +6,10 @@ in-process (``make demo``, the tests): it reads only the environment it is given
 
 A run has one or more *parts* (a probe's series, or one shank of it): every part's traces
 are written for its sorter first, then the NWB is freed, then each part is sorted, analyzed
-and exported in turn, its scratch freed before the next (``spikebatch.scratch`` bounds what
-is held; the budget is checked in ``fetch``, before the download).
+(quality metrics and labels) and exported (sorting/, phy/, figures) in turn, its scratch
+freed before the next (``spikebatch.scratch`` bounds what is held; the budget is checked in
+``fetch``, before the download). The publish stage uploads the units to DANDI when asked,
+then the results, then the run's page, and run.json last.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from spikebatch import transfer
 from spikebatch.contract import Env, apply_array_child
+from spikebatch.quality import LABELS
 from spikebatch.worker import fetch as fetch_stage
 from spikebatch.worker.errors import ExitCode, StageError, WorkerError, one_line
 from spikebatch.worker.instance import detect_instance
 from spikebatch.worker.jobkw import job_kwargs
+from spikebatch.worker.labels import labels_record
 from spikebatch.worker.manifest import new_record, now
 from spikebatch.worker.publish import Publisher
 from spikebatch.worker.scratch import RunScratch, ScratchMeter, deleted_but_open, tree_bytes
@@ -116,6 +120,8 @@ class _Run:
         self.job_kwargs = job_kwargs()
         self.began_publishing = False
         self.part: str | None = None  # the part being sorted, when a run has several
+        self.pc_bytes_written = 0  # phy's PC features so far (sized at export, not planned)
+        self.stage_started = time.monotonic()
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -124,7 +130,7 @@ class _Run:
         log.info("stage %s: start%s", name, f" ({self.part})" if self.part else "")
         if self.began_publishing:  # run.json shows the stage in progress (and the timings)
             self.checkpoint()
-        t0 = time.monotonic()
+        t0 = self.stage_started = time.monotonic()
         try:
             yield
         except (StageError, Interrupted):
@@ -304,23 +310,67 @@ def _run_stages(job: _Run) -> None:
     job.set_cost()
     units_nwb = export.UnitsNwb(session, source=settings.source, sorter=settings.sorter)
     job.record["parts"] = []
-    for part in parts:
+    job.record["phy"] = []
+    for i, part in enumerate(parts):
         job.part = part.key or None
-        _sort_part(job, part, traces.pop(part.key), units_nwb)
+        _sort_part(job, part, traces.pop(part.key), units_nwb, last=i == len(parts) - 1)
     job.part = None
     job.record["units"] = _total_units([p["units"] for p in job.record["parts"]])
+    job.record["labels"] = labels_record(job.record["units"]["labels"], settings.quality_thresholds)
     with job.stage("export"):
         units_nwb.write(job.results / "units.nwb")
         job.record["nwbinspector"] = export.inspect_units_nwb(job.results / "units.nwb")
     with job.stage("publish"):
-        job.record["outputs"] = sorted(
-            p.relative_to(job.results).as_posix() for p in job.results.rglob("*") if p.is_file()
-        )
-        job.publisher.upload(job.results)
-        job.record.update(status="succeeded", stage="done", finished_at=now(), updated_at=now())
-        job.set_cost()
-        job.record_scratch()
-        job.publisher.write_record(job.record)
+        _publish(job, parts)
+
+
+def _publish(job: _Run, parts: list[Any]) -> None:
+    """DANDI (when asked), the results, the run's page, and run.json last.
+
+    The page goes up after every other object, so a page that says "succeeded" is never
+    beside a partial upload; a publication to DANDI that fails leaves the run succeeded
+    with ``publish.status = failed`` and the reason.
+    """
+    from spikebatch.worker import run_page
+
+    settings = job.settings
+    if settings.publish_dandiset_id:
+        job.record["publish"] = _publish_to_dandi(job)
+    files = [p.relative_to(job.results).as_posix() for p in job.results.rglob("*") if p.is_file()]
+    job.record["outputs"] = sorted({*files, run_page.PAGE})
+    job.publisher.upload(job.results)
+    job.record.update(status="succeeded", stage="done", finished_at=now(), updated_at=now())
+    job.set_cost()
+    job.record_scratch()
+    probes = [(p.key, job.results / "probes" / p.key) for p in parts if p.key]
+    timings = dict(job.record["timings_s"])  # this stage's time so far (DANDI, the upload)
+    timings["publish"] = round(timings.get("publish", 0.0) + _since(job.stage_started), 2)
+    page = run_page.write_run_page(
+        job.results, {**job.record, "timings_s": timings}, probes or None
+    )
+    job.publisher.write_page(page.read_text(encoding="utf-8"))
+    job.publisher.write_record(job.record)
+
+
+def _since(t0: float) -> float:
+    return time.monotonic() - t0
+
+
+def _publish_to_dandi(job: _Run) -> dict[str, Any]:
+    """units.nwb to PUBLISH_DANDISET_ID (``dandi_publish``); never raises for DANDI's sake."""
+    from spikebatch.worker import dandi_publish
+
+    settings = job.settings
+    assert settings.publish_dandiset_id is not None
+    return dandi_publish.publish_or_failure(
+        job.results / "units.nwb",
+        dandiset_id=settings.publish_dandiset_id,
+        api_url=settings.dandi_api_url,
+        # Read only now: a key that cannot be read fails the publication, not the run.
+        token=lambda: fetch_stage.dandi_api_key(settings),
+        record=job.record,
+        staging=job.scratch / "dandi-staging",
+    )
 
 
 def _write_sorter_inputs(job: _Run, nwb: Path, parts: list[Any]) -> dict[str, Any]:
@@ -363,9 +413,9 @@ def _free_input(job: _Run, nwb: Path) -> None:
     log.info("scratch: freed the input (%.1f MB): every part's traces are out", size / 1e6)
 
 
-def _sort_part(job: _Run, part: Any, traces: Any, units_nwb: Any) -> None:
-    """Sort one part, analyze it, write its results; then free its scratch."""
-    from spikebatch.worker import postprocess, report, sort
+def _sort_part(job: _Run, part: Any, traces: Any, units_nwb: Any, *, last: bool) -> None:
+    """Sort one part, analyze and label it, write its results; then free its scratch."""
+    from spikebatch.worker import labels, postprocess, report, sort
 
     settings = job.settings
     key = part.key or "traces"
@@ -381,22 +431,31 @@ def _sort_part(job: _Run, part: Any, traces: Any, units_nwb: Any) -> None:
     with job.stage("postprocess"):
         analyzer = postprocess.analyze(sorting, traces, analyzer_folder, job.job_kwargs)
         metrics = postprocess.quality_metrics(analyzer)
-        postprocess.write_quality_metrics(metrics, where / "quality_metrics.csv")
+        unit_labels = labels.label_units(analyzer, settings.quality_thresholds)
+        postprocess.write_quality_metrics(
+            labels.labelled_quality_metrics(metrics, unit_labels), where / "quality_metrics.csv"
+        )
         units = {
             "count": sorting.get_num_units(),
             "quality_metrics_rows": len(metrics),
             "snr_ge_5": int((metrics["snr"] >= 5).sum()) if "snr" in metrics else None,
             "spikes": int(sorting.count_total_num_spikes()),
+            "labels": unit_labels.counts(),
         }
     with job.stage("export"):
         sorting.save(folder=where / "sorting", overwrite=True)
-        units_nwb.add(analyzer, part=part.key)
+        labels.set_label_property(analyzer.sorting, unit_labels)  # the NWB's label column
+        units_nwb.add(
+            analyzer, part=part.key, property_descriptions=labels.NWB_PROPERTY_DESCRIPTIONS
+        )
+        job.record["phy"].append(_export_phy(job, analyzer, unit_labels, part, where, last=last))
         title = f"{settings.sorter} · {Path(job.record['input']['source']).name}"
         report.write_report(
             analyzer,
             metrics,
             where / "report",
             title=f"{title} · {part.key}" if part.key else title,
+            thresholds=settings.quality_thresholds,
         )
     job.record.setdefault("parts", []).append(
         {
@@ -417,6 +476,50 @@ def _sort_part(job: _Run, part: Any, traces: Any, units_nwb: Any) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _export_phy(
+    job: _Run, analyzer: Any, unit_labels: Any, part: Any, where: Path, *, last: bool
+) -> dict[str, Any]:
+    """``phy/`` of one part, for run.json's ``phy``. Its PC features, the one file that
+    grows with the spike count, are sized now that the spikes are known and left out (with
+    the reason) if the scratch volume cannot hold them: a sort is never lost to them."""
+    from spikebatch.worker import budget, phy_export
+    from spikebatch.worker.scratch import free_bytes
+
+    entry: dict[str, Any] = {"part": part.key or None}
+    folder = where / "phy"
+    if analyzer.sorting.count_total_num_spikes() == 0:
+        return entry | {"folder": None, "skipped": "no units with spikes: nothing to open in phy"}
+    pc_features, left_out = job.settings.phy_pc_features, None
+    if pc_features:
+        need = phy_export.pc_features_bytes(analyzer)
+        used = tree_bytes(job.scratch)
+        left_out = budget.pc_features_shortfall(
+            need,
+            part=budget.parts_of([part.series], job.settings.max_duration_s)[0],
+            stages=job.record["scratch"].get("plan", {}).get("stages", {}),
+            used=used,
+            available=used + free_bytes(job.scratch),
+            pcs_written=job.pc_bytes_written,
+            last_part=last,
+        )
+        if left_out:
+            log.warning("phy: PC features %s", left_out)
+            pc_features = False
+    written = phy_export.export_phy(
+        analyzer,
+        folder,
+        labels=unit_labels,
+        pc_features=pc_features,
+        job_kwargs=job.job_kwargs,
+    )
+    if pc_features:
+        job.pc_bytes_written += (folder / "pc_features.npy").stat().st_size
+    entry |= written.record(job.results)
+    if left_out:
+        entry["pc_features_left_out"] = left_out
+    return entry
+
+
 def _total_units(parts: list[dict[str, Any]]) -> dict[str, Any]:
     snr = [p["snr_ge_5"] for p in parts]
     return {
@@ -424,6 +527,7 @@ def _total_units(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "quality_metrics_rows": sum(p["quality_metrics_rows"] for p in parts),
         "snr_ge_5": None if None in snr else sum(snr),
         "spikes": sum(p["spikes"] for p in parts),
+        "labels": {label: sum(p["labels"].get(label, 0) for p in parts) for label in LABELS},
     }
 
 
@@ -453,10 +557,10 @@ def _fail(job: _Run, exc: BaseException) -> Outcome:
     if "scratch" in job.record:
         job.record_scratch()
     try:
-        if job.began_publishing:
-            job.publisher.write_record(job.record)
-        else:  # failed before run.json existed: clear an earlier run first, never mix two
-            job.publisher.begin(job.record)
+        if not job.began_publishing:  # failed before run.json existed: clear an earlier run
+            job.publisher.begin(job.record)  # first, never mix two
+        _write_failure_page(job)
+        job.publisher.write_record(job.record)
     except Exception as write_exc:  # the output itself is unreachable: say so, still exit 1
         log.error(
             "could not write run.json (failed) to %s: %s", job.publisher.run_json_uri, write_exc
@@ -475,6 +579,19 @@ def _fail(job: _Run, exc: BaseException) -> Outcome:
         kept,
         dict(job.record["timings_s"]),
     )
+
+
+def _write_failure_page(job: _Run) -> None:
+    """A failed run's page (where and why it failed, its input, timings and cost): the
+    array summary links it. Best effort: the record is what must be written."""
+    from spikebatch.worker import run_page
+
+    job.record["outputs"] = [run_page.PAGE]  # nothing else of a failed run is uploaded
+    try:
+        job.publisher.write_page(run_page.render_run_page(job.record, []))
+    except Exception as exc:
+        job.record["outputs"] = []
+        log.warning("could not write the failed run's page: %s", one_line(exc))
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:

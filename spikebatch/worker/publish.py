@@ -3,8 +3,9 @@
 1. ``begin``: clear whatever an earlier attempt of this RUN_ID left, then write
    ``run.json`` = running. A rerun therefore replaces a failed or partial run and never
    mixes two.
-2. ``upload``: every result object (sorting/, units.nwb, quality_metrics.csv, report/).
-3. ``finish``: ``run.json`` = succeeded, last, so "succeeded" means everything is there.
+2. ``upload``: every result object (sorting/, units.nwb, quality_metrics.csv, phy/,
+   report/*.png), then the run's page (``write_page``), which says how the run ended.
+3. ``run.json`` = succeeded, last, so "succeeded" means everything is there.
 On any failure the pipeline writes ``run.json`` = failed (with the stage and error) instead.
 """
 
@@ -16,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from spikebatch import transfer
+from spikebatch.contract import RUN_JSON, RUN_PAGE
 
 log = logging.getLogger(__name__)
-
-RUN_JSON = "run.json"
 
 
 class Publisher:
@@ -56,6 +56,12 @@ class Publisher:
     def write_record(self, record: dict[str, Any]) -> None:
         body = json.dumps(record, indent=2, sort_keys=False, default=str).encode()
         transfer.write_bytes(self.run_json_uri, body, content_type="application/json")
+
+    def write_page(self, html: str) -> None:
+        """The run's page, ``report/index.html`` (self-contained: one object is all it needs)."""
+        transfer.write_bytes(
+            f"{self.dest}/{RUN_PAGE}", html.encode("utf-8"), content_type="text/html; charset=utf-8"
+        )
 
     def upload(self, results_dir: Path) -> list[str]:
         """Upload every result object; ``run.json`` is never part of it."""

@@ -2,11 +2,13 @@
 
 * ``units_summary.png``: where the units sit on the probe, and each unit's waveform.
 * ``amplitudes.png``: spike amplitudes over time (drift, units fading in or out).
-* ``quality_metrics.png``: QC metric distributions with the usual curation thresholds.
+* ``quality_metrics.png``: QC metric distributions with the label thresholds in force
+  (:mod:`spikebatch.quality`, the same rules that label the units).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -14,17 +16,19 @@ from typing import Any
 
 import numpy as np
 
+from spikebatch.quality import SECTIONS, QualityThresholds, Threshold
+
 log = logging.getLogger(__name__)
 
 MAX_UNITS_SHOWN = 30
-#: (column, label, threshold, "keep" direction) - the common curation rules of thumb.
+#: (column, axis label) of each panel; its threshold lines are the label rules in force.
 _QC_PANELS = [
-    ("snr", "SNR", 5.0, "above"),
-    ("firing_rate", "firing rate (Hz)", 0.1, "above"),
-    ("presence_ratio", "presence ratio", 0.9, "above"),
-    ("isi_violations_ratio", "ISI violations ratio", 0.5, "below"),
-    ("amplitude_cutoff", "amplitude cutoff", 0.1, "below"),
-    ("num_spikes", "spike count", None, None),
+    ("snr", "SNR"),
+    ("firing_rate", "firing rate (Hz)"),
+    ("presence_ratio", "presence ratio"),
+    ("isi_violations_ratio", "ISI violations ratio"),
+    ("amplitude_cutoff", "amplitude cutoff"),
+    ("num_spikes", "spike count"),
 ]
 
 _FIXED_RANGES = {"presence_ratio": (0.0, 1.05), "amplitude_cutoff": (0.0, 0.5)}
@@ -45,15 +49,24 @@ def _colors(n: int) -> list[Any]:
     return [cmap(i % 20) for i in range(n)]
 
 
-def write_report(analyzer: Any, metrics: Any, folder: Path, *, title: str) -> list[Path]:
-    """Write the three figures into ``folder``; returns their paths."""
+def write_report(
+    analyzer: Any,
+    metrics: Any,
+    folder: Path,
+    *,
+    title: str,
+    thresholds: QualityThresholds | None = None,
+) -> list[Path]:
+    """Write the three figures into ``folder``; returns their paths. ``thresholds``: the
+    label rules in force (default: the documented defaults), drawn on the QC panels."""
     folder.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
     written = []
+    qc = functools.partial(_quality_metrics, thresholds=thresholds or QualityThresholds())
     for name, draw in (
         ("units_summary.png", _units_summary),
         ("amplitudes.png", _amplitudes),
-        ("quality_metrics.png", _quality_metrics),
+        ("quality_metrics.png", qc),
     ):
         fig = draw(analyzer, metrics, title)
         path = folder / name
@@ -163,11 +176,20 @@ def _amplitudes(analyzer: Any, metrics: Any, title: str):
     return fig
 
 
-def _quality_metrics(analyzer: Any, metrics: Any, title: str):
+def _rule(thresholds: QualityThresholds, column: str) -> tuple[str, Threshold] | None:
+    """The label rule on ``column``, if one is in force (a mua rule before a noise one)."""
+    resolved = thresholds.resolved()
+    for section in reversed(SECTIONS):
+        if column in resolved[section]:
+            return section, resolved[section][column]
+    return None
+
+
+def _quality_metrics(analyzer: Any, metrics: Any, title: str, *, thresholds: QualityThresholds):
     plt = _pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), layout="constrained")
     n = len(metrics)
-    for ax, (column, label, threshold, keep) in zip(axes.flat, _QC_PANELS, strict=True):
+    for ax, (column, label) in zip(axes.flat, _QC_PANELS, strict=True):
         values = metrics[column].to_numpy(dtype=float) if column in metrics else np.array([])
         finite = values[np.isfinite(values)]
         if finite.size:
@@ -176,12 +198,14 @@ def _quality_metrics(analyzer: Any, metrics: Any, title: str):
         if column in _FIXED_RANGES:  # ratios: show the whole scale, not a sliver around one value
             ax.set_xlim(*_FIXED_RANGES[column])
         subtitle = label
-        if threshold is not None and finite.size:
-            ax.axvline(threshold, color="#C44E52", linestyle="--", linewidth=1.2)
-            passing = int(
-                (finite >= threshold).sum() if keep == "above" else (finite <= threshold).sum()
-            )
-            subtitle = f"{label}: {passing}/{n} {keep} {threshold:g}"
+        rule = _rule(thresholds, column)
+        if rule is not None and finite.size:
+            section, threshold = rule
+            for bound in (threshold.greater, threshold.less):
+                if bound is not None:
+                    ax.axvline(bound, color="#C44E52", linestyle="--", linewidth=1.2)
+            passing = sum(threshold.passes(float(v)) for v in finite)
+            subtitle = f"{label}: {passing}/{n} pass {threshold.describe()} (else {section})"
         if not finite.size:
             ax.text(
                 0.5,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spikebatch.contract import RUN_PAGE
 from spikebatch.pages import (
     Raw,
     badge,
@@ -38,7 +39,7 @@ from spikebatch.pages import (
 )
 from spikebatch.quality import LABELS
 
-PAGE = "report/index.html"
+PAGE = RUN_PAGE
 #: The report figures (report.py) with what each shows, in page order.
 FIGURES = {
     "units_summary.png": "Where the units sit on the probe, and each unit's mean waveform.",
@@ -222,19 +223,28 @@ def _next_steps(record: Mapping[str, Any]) -> Raw:
     run_id = str(record.get("run_id", "RUN_ID"))
     outputs = set(record.get("outputs") or [])
     parts: list[Any] = []
-    if record.get("phy") or any(o.startswith("phy/") or "/phy/" in o for o in outputs):
-        phy_dirs = sorted({o.split("params.py")[0] for o in outputs if o.endswith("params.py")})
-        folder = phy_dirs[0] if phy_dirs else "phy/"
+    phy_dirs = sorted(o.removesuffix("params.py") for o in outputs if o.endswith("phy/params.py"))
+    if phy_dirs:
+        lines = [f"spikebatch results {run_id} --download ./results"]
+        for folder in phy_dirs:  # one phy/ per probe
+            lines += [f"cd ./results/{run_id}/{folder}", "phy template-gui params.py"]
+        notes = [
+            f"{entry.get('folder') or 'phy'}: PC features {entry['pc_features_left_out']}"
+            for entry in record.get("phy") or []
+            if isinstance(entry, Mapping) and entry.get("pc_features_left_out")
+        ]
         parts.append(
             join(
                 [
                     tag("h3", "Curate in phy"),
+                    tag("pre", "\n".join(lines)),
                     tag(
-                        "pre",
-                        f"spikebatch results {run_id} --download ./results\n"
-                        f"cd ./results/{run_id}/{folder}\n"
-                        "phy template-gui params.py",
+                        "p",
+                        "phy shows the labels below as cluster groups; no raw traces are "
+                        "shipped (phy/README.txt says how to add them for the trace view).",
+                        class_="sub",
                     ),
+                    *(tag("p", note, class_="sub") for note in notes),
                 ]
             )
         )

@@ -34,6 +34,10 @@ def _objects(bucket_id: str, prefix: str) -> dict:
     return {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, f"/{prefix}*"]]}
 
 
+def _object_pattern(bucket_id: str, pattern: str) -> dict:
+    return {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, f"/{pattern}"]]}
+
+
 def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
@@ -217,6 +221,17 @@ def test_run_record_lambda_writes_run_records_publishes_failures_describes_jobs(
     assert sids["ListRunRecords"]["Condition"] == {"StringLike": {"s3:prefix": ["runs/*"]}}
     assert sids["DescribeJobs"]["Action"] == "batch:DescribeJobs"
     assert sids["DescribeJobs"]["Resource"] == "*"
+    # Issue 11: a run's publication and an array's children (run.json) read, the array's
+    # summary page written; one file name per run folder, nothing else under results/.
+    assert sids["ReadRunManifests"]["Action"] == "s3:GetObject"
+    assert sids["ReadRunManifests"]["Resource"] == _object_pattern(bucket, "results/*/run.json")
+    assert sids["WriteArraySummaries"]["Action"] == "s3:PutObject"
+    assert sids["WriteArraySummaries"]["Resource"] == _object_pattern(
+        bucket, "results/*/report/index.html"
+    )
+    assert sids["ListResults"]["Condition"] == {"StringLike": {"s3:prefix": ["results/*"]}}
+    writes = [s for s in statements if "s3:PutObject" in _as_list(s["Action"])]
+    assert [s["Sid"] for s in writes] == ["RunRecords", "WriteArraySummaries"]
     publish = [s for s in statements if s["Action"] == "sns:Publish"]
     assert publish == [{"Action": "sns:Publish", "Effect": "Allow", "Resource": {"Ref": topic}}]
     # The topic has its own key (so CloudWatch alarms can publish): using it, and only it.

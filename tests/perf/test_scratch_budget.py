@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from spikebatch import scratch
 from spikebatch.cli import app
 from spikebatch.control.request import RequestError, ResourceLimits, parse_request
-from spikebatch.control.submission import Deployment, plan_submission
+from spikebatch.control.submission import plan_submission
 from spikebatch.instances import INSTANCE_TYPES
+from tests.support.deployment import fake_deployment
 
 HOUR_OF_NEUROPIXELS = scratch.Part(n_frames=3600 * 30_000, n_channels=384)  # 83 GB int16
 GZIP_NWB = int(0.6 * HOUR_OF_NEUROPIXELS.raw_bytes)
@@ -32,13 +33,15 @@ def test_kilosort3_peaks_at_its_whitened_copy_within_2_1_x_the_traces() -> None:
     assert plan.without_freeing > plan.peak_bytes + GZIP_NWB  # NWB and copy kept: no longer
 
 
-def test_sorters_that_write_no_copy_need_1_2_x_the_traces_plus_the_input_while_converting() -> None:
+def test_kilosort4_needs_1_25_x_the_traces_plus_the_input_while_converting() -> None:
     plan = scratch.plan(GZIP_NWB, [HOUR_OF_NEUROPIXELS], "kilosort4")
     raw = HOUR_OF_NEUROPIXELS.raw_bytes
 
+    # traces + analyzer + sorter results, and what the results keep until the upload
+    # (sorting/, phy/ without its PC features: those are sized once the spikes are known)
     after_convert = max(v for k, v in plan.stages.items() if k != "convert")
-    assert after_convert <= 1.2 * raw
-    assert plan.peak_bytes <= 1.2 * raw + GZIP_NWB
+    assert plan.stages["export"] == after_convert <= 1.25 * raw
+    assert plan.peak_bytes <= 1.25 * raw + GZIP_NWB
     # Asking Kilosort4 for its preprocessed copy costs one more copy of the traces.
     copied = scratch.plan(
         GZIP_NWB, [HOUR_OF_NEUROPIXELS], "kilosort4", {"save_preprocessed_copy": True}
@@ -51,7 +54,9 @@ def test_several_probes_add_their_traces_and_the_largest_bounds_the_sorter() -> 
     two = scratch.plan(2 * GZIP_NWB, [HOUR_OF_NEUROPIXELS] * 2, "kilosort3")
     raw = HOUR_OF_NEUROPIXELS.raw_bytes
     assert two.stages["convert"] == 2 * GZIP_NWB + 2 * raw
-    assert two.stages["sort"] - one.stages["sort"] == raw  # one more set of traces, one copy
+    # one more set of traces, one copy, and the first probe's results (kept until the upload)
+    published = scratch.published_bytes(HOUR_OF_NEUROPIXELS)
+    assert two.stages["sort"] - one.stages["sort"] == raw + published
 
 
 def test_the_max_duration_that_fits_is_the_longest_that_fits() -> None:
@@ -84,13 +89,9 @@ def test_which_instance_types_hold_an_hour_of_neuropixels() -> None:
     assert scratch.instance_scratch_bytes(no_nvme, 250) > kilosort3.peak_bytes
 
 
-DEPLOYMENT = Deployment(
-    bucket="data",
-    job_queue_arn="arn:aws:batch:us-east-1:123456789012:job-queue/q",
-    priority_queue_arn="arn:aws:batch:us-east-1:123456789012:job-queue/p",
-    gpu_job_definition_arn="arn:aws:batch:us-east-1:123456789012:job-definition/gpu:1",
-    cpu_job_definition_arn="arn:aws:batch:us-east-1:123456789012:job-definition/cpu:1",
-    limits=ResourceLimits(max_vcpus=16, max_memory_gib=64, max_gpus=1),  # cdk.json's types
+DEPLOYMENT = fake_deployment(
+    "data",
+    limits=ResourceLimits(max_vcpus=16, max_memory_gib=64, max_gpus=1),  # cdk.json's
 )
 
 
@@ -133,3 +134,23 @@ def test_estimate_says_which_instance_types_hold_a_recording() -> None:
     assert six_hours.exit_code == 0, six_hours.output
     assert "no type holds it" in six_hours.output
     assert "none: sort less (max_duration_s)" in six_hours.output
+
+
+def test_phy_pc_features_are_sized_from_the_spikes_and_kept_beside_what_the_job_needs() -> None:
+    from spikebatch.worker.budget import pc_features_shortfall
+
+    # an hour of Neuropixels at 4,000 spikes/s, 40 channels per unit: ~11.5 GB of PCs
+    need = scratch.phy_pc_features_bytes(4_000 * 3600, 40)
+    assert need == 4_000 * 3600 * 5 * 40 * 4
+    plan = scratch.plan(GZIP_NWB, [HOUR_OF_NEUROPIXELS] * 2, "kilosort4")
+    part = HOUR_OF_NEUROPIXELS
+    used = int(90e9)
+    room = used + scratch.published_bytes(part) + need  # the last part: just enough
+    kwargs = dict(part=part, stages=plan.stages, used=used, pcs_written=0)
+    assert pc_features_shortfall(need, available=room, last_part=True, **kwargs) is None
+    why = pc_features_shortfall(need, available=room - 1, last_part=True, **kwargs)
+    assert why is not None and why.startswith("left out: 11.5 GB of PC features")
+    # with a part still to sort, the plan's bound for it (and the PCs written) must fit too
+    later = max(plan.stages[s] for s in ("sort", "postprocess", "export"))
+    assert pc_features_shortfall(need, available=room, last_part=False, **kwargs) is not None
+    assert pc_features_shortfall(need, available=later + need, last_part=False, **kwargs) is None

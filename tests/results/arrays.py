@@ -19,13 +19,13 @@ from spikebatch import aws
 from spikebatch.control.records import put_json, record_key
 from spikebatch.control.request import parse_request
 from spikebatch.control.submission import (
-    Deployment,
     SubmissionPlan,
     plan_submission,
     write_submitted,
 )
 from spikebatch.worker import run_page
-from tests.support.run_completion import CompletedRun
+from tests.results.conftest import FinishedRun
+from tests.support.deployment import fake_deployment
 
 DANDISET = "000999"
 ASSETS = [f"sub-sim0{i}/sub-sim0{i}_ses-gt_ecephys.nwb" for i in range(1, 5)]
@@ -50,7 +50,7 @@ def _put(bucket: str, key: str, body: bytes, content_type: str) -> None:
     aws.client("s3").put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
 
 
-def child_results(completed: CompletedRun, run_id: str, source: str) -> tuple[dict[str, Any], str]:
+def child_results(completed: FinishedRun, run_id: str, source: str) -> tuple[dict[str, Any], str]:
     """The completed run's run.json and page as child ``run_id`` would have written them."""
     record = json.loads(json.dumps(completed.record))
     record.update(run_id=run_id)
@@ -59,17 +59,9 @@ def child_results(completed: CompletedRun, run_id: str, source: str) -> tuple[di
     return record, run_page.render_run_page(record, [probe])
 
 
-def make_array(bucket: str, completed: CompletedRun) -> ArrayRun:
+def make_array(bucket: str, completed: FinishedRun) -> ArrayRun:
     request = parse_request({"dandiset_id": DANDISET, "assets": ASSETS, "sorter": "kilosort4"})
-    arn = "arn:aws:batch:us-east-1:123456789012"
-    deployment = Deployment(
-        bucket=bucket,
-        job_queue_arn=f"{arn}:job-queue/spot",
-        priority_queue_arn=f"{arn}:job-queue/on-demand",
-        gpu_job_definition_arn=f"{arn}:job-definition/gpu:1",
-        cpu_job_definition_arn=f"{arn}:job-definition/cpu:1",
-    )
-    plan = plan_submission(request, deployment)
+    plan = plan_submission(request, fake_deployment(bucket))
     write_submitted(plan, None, bucket=bucket, submitted_by="test")
     results = {
         r.run_id: f"{plan.output_uri}/{r.run_id}/".removeprefix(f"s3://{bucket}/")

@@ -72,42 +72,42 @@ def _downloaded(tmp_path: Path, rows: list[ChildRow], pages: dict[str, str]) -> 
     return summary
 
 
-def test_every_link_resolves_to_a_child_page_after_a_download(completed_run, tmp_path):
+def test_every_link_resolves_to_a_child_page_after_a_download(finished_run, tmp_path):
     rows = [
-        child_row({**CHILD, "run_id": "a", "array_index": 0}, None, completed_run.record),
+        child_row({**CHILD, "run_id": "a", "array_index": 0}, None, finished_run.record),
         child_row(
             {**CHILD, "run_id": "b", "array_index": 1},
             {"status": "FAILED", "status_reason": OOM, "failure_kind": "out-of-memory"},
             None,
         ),
     ]
-    summary = _downloaded(tmp_path, rows, {"a": completed_run.page.read_text()})
+    summary = _downloaded(tmp_path, rows, {"a": finished_run.page.read_text()})
     hrefs, sources = browser.links(summary.read_text())
     assert hrefs == ["../../a/report/index.html"] and sources == []
     for href in hrefs:
         assert (summary.parent / href).resolve().is_file()
     html = summary.read_text()
     assert f"out-of-memory: {OOM}" in html
-    good = completed_run.labels.counts()["good"]
+    good = finished_run.labels.counts()["good"]
     assert f'<td class="num">{good}</td>' in html
 
 
 @pytest.mark.skipif(not browser.available(), reason="no chromium")
-def test_chromium_renders_the_summary_and_follows_a_link(completed_run, tmp_path):
-    rows = [child_row({**CHILD, "run_id": "a"}, None, completed_run.record)]
-    summary = _downloaded(tmp_path, rows, {"a": completed_run.page.read_text()})
+def test_chromium_renders_the_summary_and_follows_a_link(finished_run, tmp_path):
+    rows = [child_row({**CHILD, "run_id": "a"}, None, finished_run.record)]
+    summary = _downloaded(tmp_path, rows, {"a": finished_run.page.read_text()})
     dom = browser.dom_text(summary)
     assert "spikebatch array" in dom and 'href="../../a/report/index.html"' in dom
     target = urllib.parse.urljoin(summary.resolve().as_uri(), "../../a/report/index.html")
-    assert completed_run.record["units"] and "Quality labels" in browser.dom_text(target)
+    assert finished_run.record["units"] and "Quality labels" in browser.dom_text(target)
     assert browser.screenshot(summary, tmp_path / "summary.png", height=600).stat().st_size > 20_000
 
 
-def test_the_summary_is_written_beside_the_children_in_s3(aws_endpoint, completed_run):
+def test_the_summary_is_written_beside_the_children_in_s3(aws_endpoint, finished_run):
     bucket = f"data-{uuid.uuid4().hex[:10]}"
     s3 = aws.client("s3")
     s3.create_bucket(Bucket=bucket)
-    array = make_array(bucket, completed_run)
+    array = make_array(bucket, finished_run)
 
     uri = array_summary.write_array_summary(bucket, array.run_id)
 

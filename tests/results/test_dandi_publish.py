@@ -27,8 +27,8 @@ def archive():
 
 
 @pytest.fixture
-def units_nwb(completed_run) -> Path:
-    return completed_run.folder / "units.nwb"
+def units_nwb(finished_run) -> Path:
+    return finished_run.folder / "units.nwb"
 
 
 def publish(archive, nwb, record, tmp_path, token=OWNER_KEY, **kw):
@@ -50,14 +50,14 @@ def test_the_asset_path_follows_dandis_layout_with_session_and_sorter(units_nwb)
 
 
 def test_units_are_published_and_read_back_through_the_dandi_client(
-    archive, units_nwb, completed_run, tmp_path, caplog
+    archive, units_nwb, finished_run, tmp_path, caplog
 ):
     from dandi.dandiapi import DandiAPIClient
     from dandi.support.digests import get_digest
 
     archive.fail_part_uploads(1)  # S3 hiccup on the first part: the client must retry it
     with caplog.at_level(logging.INFO, logger="dandi"):
-        published = publish(archive, units_nwb, completed_run.record, tmp_path)
+        published = publish(archive, units_nwb, finished_run.record, tmp_path)
 
     assert published.status == "published" and published.dandiset_id == TARGET
     part_puts = [r for r in archive.upload_requests() if r[1].startswith("/upload-parts/")]
@@ -75,16 +75,16 @@ def test_units_are_published_and_read_back_through_the_dandi_client(
     [activity] = [
         a for a in metadata["wasGeneratedBy"] if a.get("name") == "spikebatch spike sorting"
     ]
-    assert activity["identifier"] == "spikebatch-run:" + dandi_publish.run_key(completed_run.record)
-    assert completed_run.record["input"]["digest"]["value"] in activity["description"]
+    assert activity["identifier"] == "spikebatch-run:" + dandi_publish.run_key(finished_run.record)
+    assert finished_run.record["input"]["digest"]["value"] in activity["description"]
     assert metadata["wasAttributedTo"][0]["identifier"] == "sim01"  # the source's subject
     assert json.loads(json.dumps(published.record()))["url"].endswith(
         f"/assets/{asset.identifier}/"
     )
 
 
-def test_a_rerun_of_the_same_run_uploads_nothing(archive, units_nwb, completed_run, tmp_path):
-    first = publish(archive, units_nwb, completed_run.record, tmp_path)
+def test_a_rerun_of_the_same_run_uploads_nothing(archive, units_nwb, finished_run, tmp_path):
+    first = publish(archive, units_nwb, finished_run.record, tmp_path)
     # The rerun writes a new units.nwb: other bytes (object ids, dates), same run.
     rewritten = tmp_path / "rewritten.nwb"
     shutil.copy(units_nwb, rewritten)
@@ -93,16 +93,16 @@ def test_a_rerun_of_the_same_run_uploads_nothing(archive, units_nwb, completed_r
         fh.write(b"\0" * 1024)  # a different file: a digest check would upload it again
     before = len(archive.upload_requests())
 
-    again = publish(archive, rewritten, completed_run.record, tmp_path)
+    again = publish(archive, rewritten, finished_run.record, tmp_path)
 
     assert again.status == "unchanged" and again.asset_id == first.asset_id
     assert archive.upload_requests()[before:] == []
     assert [a.asset_id for a in archive.assets(TARGET)] == [first.asset_id]
 
 
-def test_another_run_of_the_session_replaces_the_asset(archive, units_nwb, completed_run, tmp_path):
-    first = publish(archive, units_nwb, completed_run.record, tmp_path)
-    retuned = json.loads(json.dumps(completed_run.record))
+def test_another_run_of_the_session_replaces_the_asset(archive, units_nwb, finished_run, tmp_path):
+    first = publish(archive, units_nwb, finished_run.record, tmp_path)
+    retuned = json.loads(json.dumps(finished_run.record))
     retuned["sorter"]["params"]["detect_threshold"] = 6.0  # same session and sorter, new params
 
     second = publish(archive, units_nwb, retuned, tmp_path)
@@ -113,16 +113,16 @@ def test_another_run_of_the_session_replaces_the_asset(archive, units_nwb, compl
 
 
 def test_a_file_spikebatch_did_not_write_is_never_replaced(
-    archive, units_nwb, completed_run, tmp_path
+    archive, units_nwb, finished_run, tmp_path
 ):
-    path = dandi_publish.asset_path(units_nwb, sorter=completed_run.record["sorter"]["name"])
+    path = dandi_publish.asset_path(units_nwb, sorter=finished_run.record["sorter"]["name"])
     theirs = archive.add_asset(TARGET, path, units_nwb)
     result = publish_or_failure(
         units_nwb,
         dandiset_id=TARGET,
         api_url=archive.api_url,
         token=OWNER_KEY,
-        record=completed_run.record,
+        record=finished_run.record,
         staging=tmp_path / "staging",
     )
     assert result["status"] == "failed" and "not written by spikebatch" in result["reason"]
@@ -139,14 +139,14 @@ def test_a_file_spikebatch_did_not_write_is_never_replaced(
     ],
 )
 def test_a_failed_publication_is_a_reason_not_an_exception(
-    archive, units_nwb, completed_run, tmp_path, token, dandiset, reason
+    archive, units_nwb, finished_run, tmp_path, token, dandiset, reason
 ):
     result = publish_or_failure(
         units_nwb,
         dandiset_id=dandiset,
         api_url=archive.api_url,
         token=token,
-        record=completed_run.record,
+        record=finished_run.record,
         staging=tmp_path / "staging",
     )
     assert result["status"] == "failed" and reason in result["reason"], result
@@ -156,7 +156,7 @@ def test_a_failed_publication_is_a_reason_not_an_exception(
 
 
 def test_a_key_that_cannot_be_read_fails_the_publication_only(
-    archive, units_nwb, completed_run, tmp_path
+    archive, units_nwb, finished_run, tmp_path
 ):
     def unreadable_secret() -> str:
         raise RuntimeError("AccessDeniedException: not authorized to GetSecretValue")
@@ -166,20 +166,20 @@ def test_a_key_that_cannot_be_read_fails_the_publication_only(
         dandiset_id=TARGET,
         api_url=archive.api_url,
         token=unreadable_secret,
-        record=completed_run.record,
+        record=finished_run.record,
         staging=tmp_path / "staging",
     )
     assert result["status"] == "failed" and "GetSecretValue" in result["reason"]
-    published = publish(archive, units_nwb, completed_run.record, tmp_path, token=lambda: OWNER_KEY)
+    published = publish(archive, units_nwb, finished_run.record, tmp_path, token=lambda: OWNER_KEY)
     assert published.status == "published"
 
 
-def test_raw_traces_are_never_published(archive, finished_run, completed_run, tmp_path):
+def test_raw_traces_are_never_published(archive, finished_run, tmp_path):
     with pytest.raises(PublishError, match="holds an ElectricalSeries"):
-        publish(archive, finished_run.truth.nwb, completed_run.record, tmp_path)
+        publish(archive, finished_run.truth.nwb, finished_run.record, tmp_path)
 
 
-def test_a_file_dandi_would_refuse_is_not_uploaded(archive, units_nwb, completed_run, tmp_path):
+def test_a_file_dandi_would_refuse_is_not_uploaded(archive, units_nwb, finished_run, tmp_path):
     """No species: DANDI's validation (nwbinspector, DANDI config) fails; nothing is sent."""
     import h5py
 
@@ -188,12 +188,12 @@ def test_a_file_dandi_would_refuse_is_not_uploaded(archive, units_nwb, completed
     with h5py.File(broken, "r+") as f:
         del f["general/subject/species"]
     with pytest.raises(PublishError, match="fails DANDI validation"):
-        publish(archive, broken, completed_run.record, tmp_path)
+        publish(archive, broken, finished_run.record, tmp_path)
     assert archive.upload_requests() == []
 
 
-def test_the_run_key_changes_with_what_changes_the_units(completed_run):
-    record = completed_run.record
+def test_the_run_key_changes_with_what_changes_the_units(finished_run):
+    record = finished_run.record
     key = dandi_publish.run_key(record)
     assert key.startswith(record["run_id"] + ":")
     assert dandi_publish.run_key(json.loads(json.dumps(record))) == key

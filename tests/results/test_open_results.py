@@ -30,7 +30,7 @@ def cli(*args: str) -> Any:
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
 
 
-def _single_run(stack: FakeStack, completed_run) -> str:
+def _single_run(stack: FakeStack, finished_run) -> str:
     """A submitted single run whose results (run.json, page) are in the bucket."""
     result = cli(
         "submit", "--input-uri", "s3://inputs-bucket/sub-sim01.nwb", "--sorter", "kilosort4"
@@ -39,12 +39,12 @@ def _single_run(stack: FakeStack, completed_run) -> str:
     run_id = stack.jobs()[0]["tags"]["spikebatch:run-id"]
     prefix = f"results/{run_id}/"
     client("s3").put_object(
-        Bucket=BUCKET, Key=prefix + "run.json", Body=json.dumps(completed_run.record).encode()
+        Bucket=BUCKET, Key=prefix + "run.json", Body=json.dumps(finished_run.record).encode()
     )
     client("s3").put_object(
         Bucket=BUCKET,
         Key=prefix + run_page.PAGE,
-        Body=completed_run.page.read_bytes(),
+        Body=finished_run.page.read_bytes(),
         ContentType="text/html",
     )
     return run_id
@@ -54,20 +54,20 @@ def _page_line(output: str) -> str:
     return next(line for line in output.splitlines() if line.startswith("page: ")).split()[1]
 
 
-def test_open_downloads_the_page_and_opens_it(stack, completed_run, opened, tmp_path):
-    run_id = _single_run(stack, completed_run)
+def test_open_downloads_the_page_and_opens_it(stack, finished_run, opened, tmp_path):
+    run_id = _single_run(stack, finished_run)
 
     result = cli("results", run_id, "--open", "--download", str(tmp_path))
 
     assert result.exit_code == 0, result.output
     page = tmp_path / run_id / "report" / "index.html"
     assert opened == [page.as_uri()] and _page_line(result.output) == page.as_uri()
-    assert page.read_bytes() == completed_run.page.read_bytes()
+    assert page.read_bytes() == finished_run.page.read_bytes()
     assert (tmp_path / run_id / "run.json").is_file()  # --download still fetched everything
 
 
-def test_presign_gives_a_url_that_serves_the_page(stack, completed_run, opened):
-    run_id = _single_run(stack, completed_run)
+def test_presign_gives_a_url_that_serves_the_page(stack, finished_run, opened):
+    run_id = _single_run(stack, finished_run)
 
     result = cli("results", run_id, "--open", "--presign", "--expires-hours", "2")
 
@@ -77,7 +77,7 @@ def test_presign_gives_a_url_that_serves_the_page(stack, completed_run, opened):
     assert query["X-Amz-Expires"] == ["7200"] and "X-Amz-Signature" in query
     assert urllib.parse.urlsplit(url).path.endswith(f"/results/{run_id}/report/index.html")
     response = requests.get(url, timeout=30)
-    assert response.status_code == 200 and response.content == completed_run.page.read_bytes()
+    assert response.status_code == 200 and response.content == finished_run.page.read_bytes()
     assert response.headers["Content-Type"].startswith("text/html")
     assert "valid for 2 h" in result.output
 
@@ -96,9 +96,9 @@ def test_a_run_without_a_page_yet_is_one_line(stack, opened):
 
 
 def test_an_array_opens_its_summary_with_the_childrens_pages_beside_it(
-    stack, completed_run, opened, tmp_path
+    stack, finished_run, opened, tmp_path
 ):
-    array = make_array(BUCKET, completed_run)
+    array = make_array(BUCKET, finished_run)
 
     result = cli("results", array.run_id, "--open", "--download", str(tmp_path))
 
@@ -113,8 +113,8 @@ def test_an_array_opens_its_summary_with_the_childrens_pages_beside_it(
     assert ok in child_page.read_text()
 
 
-def test_an_array_with_presign_links_its_children_by_url(stack, completed_run, opened, tmp_path):
-    array = make_array(BUCKET, completed_run)
+def test_an_array_with_presign_links_its_children_by_url(stack, finished_run, opened, tmp_path):
+    array = make_array(BUCKET, finished_run)
 
     result = cli("results", array.run_id, "--open", "--presign", "--download", str(tmp_path))
 

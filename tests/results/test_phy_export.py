@@ -25,12 +25,12 @@ def si_ids(folder: Path) -> dict[int, str]:
     return dict(zip(table["cluster_id"], table["si_unit_id"], strict=True))
 
 
-def test_phy_loads_the_export_and_agrees_with_the_sorting(completed_run, tmp_path):
+def test_phy_loads_the_export_and_agrees_with_the_sorting(finished_run, tmp_path):
     import spikeinterface as si
 
     # Where the user downloads it: another folder, another machine.
-    folder = shutil.copytree(completed_run.folder / "phy", tmp_path / "downloaded" / "phy")
-    sorting = si.load(completed_run.folder / "sorting")
+    folder = shutil.copytree(finished_run.folder / "phy", tmp_path / "downloaded" / "phy")
+    sorting = si.load(finished_run.folder / "sorting")
     model = load(folder)
     try:
         assert model.n_spikes == sorting.count_total_num_spikes()
@@ -49,7 +49,7 @@ def test_phy_loads_the_export_and_agrees_with_the_sorting(completed_run, tmp_pat
             )
         groups = model.metadata["group"]
         assert {ids[c]: g for c, g in groups.items()} == {
-            str(u): lab for u, lab in completed_run.labels.labels.items()
+            str(u): lab for u, lab in finished_run.labels.labels.items()
         }
         assert model.traces is None  # no raw data shipped: phy opens without the trace view
         assert model.spike_waveforms is not None
@@ -63,8 +63,8 @@ def test_phy_loads_the_export_and_agrees_with_the_sorting(completed_run, tmp_pat
         model.close()
 
 
-def test_params_py_is_relative_and_names_no_path_of_the_instance(completed_run):
-    folder = completed_run.folder / "phy"
+def test_params_py_is_relative_and_names_no_path_of_the_instance(finished_run):
+    folder = finished_run.folder / "phy"
     params = dict(
         (node.targets[0].id, ast.literal_eval(node.value))
         for node in ast.parse((folder / "params.py").read_text()).body
@@ -76,16 +76,16 @@ def test_params_py_is_relative_and_names_no_path_of_the_instance(completed_run):
     for path in folder.iterdir():
         if path.suffix in (".py", ".tsv", ".txt"):
             text = path.read_text()
-            assert "/tmp" not in text and str(completed_run.folder) not in text, path.name
+            assert "/tmp" not in text and str(finished_run.folder) not in text, path.name
     readme = (folder / "README.txt").read_text()
     assert "phy template-gui params.py" in readme and "recording.dat" in readme
 
 
-def test_the_trace_view_works_once_the_user_adds_the_traces(completed_run, analyzer, tmp_path):
+def test_the_trace_view_works_once_the_user_adds_the_traces(finished_run, analyzer, tmp_path):
     """What README.txt tells a user to do: put the sorted traces at phy/recording.dat."""
     from spikeinterface.core import write_binary_recording
 
-    folder = shutil.copytree(completed_run.folder / "phy", tmp_path / "phy")
+    folder = shutil.copytree(finished_run.folder / "phy", tmp_path / "phy")
     write_binary_recording(analyzer.recording, file_paths=[folder / "recording.dat"], n_jobs=1)
     model = load(folder)
     try:
@@ -95,18 +95,18 @@ def test_the_trace_view_works_once_the_user_adds_the_traces(completed_run, analy
         model.close()
 
 
-def test_the_labels_and_reasons_show_as_phy_columns(completed_run):
-    folder = completed_run.folder / "phy"
+def test_the_labels_and_reasons_show_as_phy_columns(finished_run):
+    folder = finished_run.folder / "phy"
     ids = si_ids(folder)
     groups = pd.read_csv(folder / "cluster_group.tsv", sep="\t")
     reasons = pd.read_csv(folder / "cluster_label_reason.tsv", sep="\t", keep_default_na=False)
-    table = completed_run.labels.table
+    table = finished_run.labels.table
     for cluster, group in zip(groups["cluster_id"], groups["group"], strict=True):
         assert group == table.loc[_unit(table, ids[cluster]), labels.LABEL_COLUMN]
     for cluster, reason in zip(reasons["cluster_id"], reasons["label_reason"], strict=True):
         assert reason == table.loc[_unit(table, ids[cluster]), labels.REASON_COLUMN]
     # the template metrics the labels read are columns; the other ~14 are left out
-    used = set(completed_run.labels.thresholds.metrics_used())
+    used = set(finished_run.labels.thresholds.metrics_used())
     assert (folder / "cluster_exp_decay.tsv").exists() == ("exp_decay" in used)
     assert not (folder / "cluster_velocity_above.tsv").exists()
 
@@ -163,3 +163,9 @@ def test_a_sorting_without_spikes_is_a_clear_error(analyzer, tmp_path):
     small = create_sorting_analyzer(empty, analyzer.recording, sparse=False, format="memory")
     with pytest.raises(ValueError, match="no units with spikes"):
         phy_export.export_phy(small, tmp_path / "phy")
+
+
+def test_the_pc_features_are_sized_before_they_are_written(finished_run, analyzer):
+    """The worker decides whether pc_features.npy fits from this size: it must be exact."""
+    data = np.load(finished_run.folder / "phy" / "pc_features.npy", mmap_mode="r")
+    assert phy_export.pc_features_bytes(analyzer) == data.nbytes > 0

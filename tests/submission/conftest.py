@@ -10,6 +10,7 @@ import functools
 import importlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,6 +234,24 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
     monkeypatch.setattr(idempotency, "time", fake)
     return fake
+
+
+@pytest.fixture
+def atomic_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB's conditional writes are atomic per item; moto's are not (a thread can be
+    switched out between the condition check and the write, so two claims both succeed).
+    One lock around moto's writes gives concurrent invocations the real service's guarantee."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.Lock()
+    for name in ("put_item", "update_item", "delete_item"):
+        write = getattr(DynamoDBBackend, name)
+
+        def atomic(self: Any, *args: Any, _write: Any = write, **kwargs: Any) -> Any:
+            with lock:
+                return _write(self, *args, **kwargs)
+
+        monkeypatch.setattr(DynamoDBBackend, name, atomic)
 
 
 @contextlib.contextmanager

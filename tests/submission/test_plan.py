@@ -15,14 +15,11 @@ from spikebatch.contract import (
     derive_run_id,
 )
 from spikebatch.control.request import RequestError, ResourceLimits, parse_request
-from spikebatch.control.submission import Deployment, batch_job_name, plan_submission
+from spikebatch.control.submission import batch_job_name, plan_submission
+from tests.support.deployment import fake_deployment
 
-DEPLOYMENT = Deployment(
-    bucket="data-bucket",
-    job_queue_arn="arn:aws:batch:us-east-1:123456789012:job-queue/spot",
-    priority_queue_arn="arn:aws:batch:us-east-1:123456789012:job-queue/on-demand",
-    gpu_job_definition_arn="arn:aws:batch:us-east-1:123456789012:job-definition/gpu:1",
-    cpu_job_definition_arn="arn:aws:batch:us-east-1:123456789012:job-definition/cpu:1",
+DEPLOYMENT = fake_deployment(
+    "data-bucket",
     limits=ResourceLimits(max_vcpus=32, max_memory_gib=128, max_gpus=1),
     dandi_api_url="https://api.sandbox.dandiarchive.org/api",
 )
@@ -194,3 +191,36 @@ def test_local_files_are_for_run_local_only() -> None:
     request = parse_request({"input_uri": "file:///data/rec.nwb"})
     with pytest.raises(RequestError, match="a file:// URI is local"):
         plan_submission(request, DEPLOYMENT)
+
+
+def test_results_options_reach_the_worker_as_it_validates_them() -> None:
+    """quality_thresholds, phy_pc_features and publish_dandiset_id become the worker's
+    QUALITY_THRESHOLDS, PHY_PC_FEATURES and PUBLISH_DANDISET_ID, which it reads back as sent."""
+    from spikebatch.worker.settings import WorkerSettings
+
+    thresholds = {"mua": {"snr": {"greater": 3}, "presence_ratio": None}}
+    request = parse_request(
+        {
+            "input_uri": "s3://lab-bucket/a.nwb",
+            "quality_thresholds": thresholds,
+            "phy_pc_features": False,
+            "publish_dandiset_id": "000500",
+        }
+    )
+    env = env_of(plan_submission(request, DEPLOYMENT).submit_job)
+    assert json.loads(env["QUALITY_THRESHOLDS"]) == {
+        "mua": {"presence_ratio": None, "snr": {"greater": 3.0}}
+    }
+    assert env["PHY_PC_FEATURES"] == "false" and env["PUBLISH_DANDISET_ID"] == "000500"
+    # an S3 input publishes to the stack's DANDI instance, whose key the job reads
+    assert env["DANDI_API_URL"] == DEPLOYMENT.dandi_api_url
+    settings = WorkerSettings.from_env(env)
+    assert settings.quality_thresholds == request.quality_thresholds
+    assert settings.phy_pc_features is False and settings.publish_dandiset_id == "000500"
+
+    plain = env_of(
+        plan_submission(
+            parse_request({"input_uri": "s3://lab-bucket/a.nwb"}), DEPLOYMENT
+        ).submit_job
+    )
+    assert not {"QUALITY_THRESHOLDS", "PHY_PC_FEATURES", "PUBLISH_DANDISET_ID"} & set(plain)

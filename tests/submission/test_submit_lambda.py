@@ -155,6 +155,7 @@ def test_the_same_event_five_times_submits_once(lambda_env: FakeStack, invoke: I
     assert len(lambda_env.jobs()) == 1
 
 
+@pytest.mark.usefixtures("atomic_dynamodb")
 def test_concurrent_deliveries_submit_once(lambda_env: FakeStack, invoke: Invoke) -> None:
     event = upload_event("uploads/concurrent.nwb", nwb_bytes())
     aws.client("dynamodb"), aws.client("s3"), aws.client("batch")  # shared, thread-safe clients

@@ -44,7 +44,11 @@ def test_corrupted_download_is_never_sorted(archive, bucket, scratch, capsys):
     assert record["error"]["stage"] == "fetch"
     assert "sort" not in record["timings_s"]
     assert not (scratch / run_id / "sorter").exists()
-    assert s3_keys(bucket, f"results/{run_id}/") == [f"results/{run_id}/run.json"]
+    # nothing but the record and the failed run's page (where and why it failed)
+    assert s3_keys(bucket, f"results/{run_id}/") == [
+        f"results/{run_id}/report/index.html",
+        f"results/{run_id}/run.json",
+    ]
 
 
 def test_missing_asset_lists_the_nearest_paths(archive, bucket, scratch, capsys):
