@@ -17,6 +17,14 @@ os.environ.setdefault("DANDI_NO_ET", "1")
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 os.environ.pop("AWS_PROFILE", None)
+# xdist workers get COLUMNS=80 and LINES=24, and rich fixes a console's size from them when it
+# is created (at import): the CLI tests set the width for each invocation instead.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+# Under xdist two workers share the cores: a sorter's OpenMP threads (torch's, numba's) then
+# spin against the other worker and run several times slower. One thread each is faster.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -61,10 +61,11 @@ def host_has_gpu() -> bool:
     return listed.returncode == 0 and "GPU" in listed.stdout
 
 
-if __name__ == "__main__":  # `python -m spikebatch.cli.engine`: does an engine answer? (make image)
+def exit_unless_engine(who: str) -> None:
+    """Exit with the one-line fix when no engine answers (``make image`` runs this first)."""
     import sys
 
     try:
         connect()
     except EngineError as exc:
-        sys.exit(f"make image: {exc}")
+        sys.exit(f"{who}: {exc}")

@@ -135,6 +135,8 @@ def _follow_build(stream: Iterable[dict[str, Any]], log: Path, console: Console,
                     step = f"step {m[1]}/{m[2]}: {m[3][:70]}"
                     progress.update(task, completed=int(m[1]) - 1, total=int(m[2]))
                     progress.update(task, description=f"{title} · {step}")
+                    if not console.is_terminal:  # CI logs: no live bar, so a line per step
+                        console.print(f"{title} · {step}", highlight=False)
             if "aux" in chunk and "ID" in chunk["aux"]:
                 image_id = chunk["aux"]["ID"]
             if "error" in chunk or "errorDetail" in chunk:

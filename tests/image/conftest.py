@@ -1,8 +1,7 @@
 """Container tests: the built worker images, run by a real Docker engine.
 
 They need an engine and the images ``make image`` builds; where either is missing every test
-here is skipped with the reason (``make test`` on a machine without Docker), and
-``make test-image`` runs them. Servers the containers talk to (the fake DANDI archive, moto)
+here is skipped with the reason. ``make test-image`` runs them; ``make test`` leaves them out. Servers the containers talk to (the fake DANDI archive, moto)
 listen on 127.0.0.1, so the containers use the host network (``run-local --image`` picks it
 for loopback URLs by itself).
 """

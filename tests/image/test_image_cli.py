@@ -28,6 +28,8 @@ from spikebatch.worker_image import pushed_tag
 STACK = "SpikeBatchImageTest"
 #: A small local image to push (the same code path as the 5 GB worker, in seconds).
 SMALL_IMAGE = "ghcr.io/astral-sh/uv:0.5.11"
+#: The kilosort4 image's base (a failing build needs a shell, and nothing else).
+CUDA_BASE = "nvidia/cuda:12.4.1-base-ubuntu22.04"
 
 
 def _free_port() -> int:
@@ -88,12 +90,17 @@ def test_image_build_uses_the_engine_and_reports_the_image(
     assert f"built {kilosort4_image} ({image.id[:19]}" in result.output
 
 
+def _need_local(engine: Any, tag: str) -> None:
+    """Skip, saying why, where ``tag`` is neither built nor pulled here (no registry reachable)."""
+    if not any(tag in (i.tags or []) for i in engine.images.list()):
+        pytest.skip(f"{tag} is not here (make image builds or pulls it)")
+
+
 def test_a_failing_build_ends_in_one_line_naming_the_step(engine: Any, tmp_path: Path) -> None:
+    _need_local(engine, CUDA_BASE)
     context = tmp_path / "repo"
     (context / "containers").mkdir(parents=True)
-    (context / "containers" / "Dockerfile.kilosort4").write_text(
-        "FROM nvidia/cuda:12.4.1-base-ubuntu22.04\nRUN exit 3\n"
-    )
+    (context / "containers" / "Dockerfile.kilosort4").write_text(f"FROM {CUDA_BASE}\nRUN exit 3\n")
     result = CliRunner().invoke(
         app, ["image", "build", "--sorter", "kilosort4", "--context", str(context), "--tag", "x:y"]
     )
@@ -106,8 +113,7 @@ def test_a_failing_build_ends_in_one_line_naming_the_step(engine: Any, tmp_path:
 def test_image_push_tags_by_content_and_pushes_to_the_stacks_repository(
     engine: Any, registry: str, aws_endpoint: str
 ) -> None:
-    if not any(SMALL_IMAGE in (i.tags or []) for i in engine.images.list()):
-        pytest.skip(f"{SMALL_IMAGE} is not here (make image builds or pulls it)")
+    _need_local(engine, SMALL_IMAGE)
     repository = f"{registry}/spikebatch-worker"
     _deploy_fake_stack(repository)
     args = ["image", "push", "--sorter", "kilosort4", "--tag", SMALL_IMAGE, "--stack-name", STACK]
