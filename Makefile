@@ -32,12 +32,12 @@ $(NODE_STAMP): package.json package-lock.json
 demo: install
 	$(PY) -m spikebatch.worker.demo
 
-# One worker per core (at most 4), a test file per worker at a time: the suite waits on
+# One worker per core (at most 4), handed tests as they finish: the suite waits on
 # servers, subprocesses and sorters. The container tests (tests/image, marker docker) are left
 # to `make image && make test-image`: beside the in-process sorts they doubled the wall time.
 test: install
 	@echo "make test: the container tests (tests/image) run with: make image && make test-image"
-	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile -m "not docker"
+	$(PY) -m pytest -q -n auto --maxprocesses 4 -m "not docker"
 
 # The worker images, built with the local Docker engine through `spikebatch image build`.
 # Upstream bases that cannot be pulled (no registry reachable) get local stand-ins first.

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote_plus
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,9 +24,10 @@ FUZZ = settings(
     max_examples=300,
     deadline=None,
     database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    suppress_health_check=[HealthCheck.too_slow],
 )
-COUNTS: dict[str, int] = {}
+#: Each property must really run this many cases (the issue asked for 500 in all).
+MIN_CASES = 250
 _names = itertools.count()
 
 json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
@@ -100,13 +101,27 @@ malformed_events = st.one_of(
 )
 
 
-@FUZZ
-@given(event=malformed_events)
-def test_malformed_events_never_start_a_job(
-    lambda_env: FakeStack, invoke: Invoke, event: Any
-) -> None:
-    COUNTS["events"] = COUNTS.get("events", 0) + 1
-    assert_rejected_without_a_job(invoke(event), lambda_env)
+def fuzzed(strategy: st.SearchStrategy[Any], check: Callable[[Any], None]) -> int:
+    """``check`` every case Hypothesis draws from ``strategy`` (FUZZ); how many it drew."""
+    cases = 0
+
+    @FUZZ
+    @given(strategy)
+    def case(value: Any) -> None:
+        nonlocal cases
+        cases += 1
+        check(value)
+
+    case()
+    return cases
+
+
+def test_malformed_events_never_start_a_job(lambda_env: FakeStack, invoke: Invoke) -> None:
+    cases = fuzzed(
+        malformed_events, lambda event: assert_rejected_without_a_job(invoke(event), lambda_env)
+    )
+    print(f"\nfuzzed: {cases} events")
+    assert cases >= MIN_CASES
 
 
 # -- malformed request files -----------------------------------------------------------------
@@ -159,23 +174,14 @@ bodies = st.one_of(
 )
 
 
-@FUZZ
-@given(body=bodies)
-def test_malformed_requests_never_start_a_job(
-    lambda_env: FakeStack, invoke: Invoke, body: bytes
-) -> None:
-    COUNTS["requests"] = COUNTS.get("requests", 0) + 1
-    key = f"requests/fuzz/{next(_names)}.json"
-    result = invoke(upload_event(key, body))
-    assert_rejected_without_a_job(result, lambda_env)
-    errors = lambda_env.get_json(key.replace("requests/", "errors/", 1))
-    assert errors["errors"] == result["results"][0]["errors"]
+def test_malformed_requests_never_start_a_job(lambda_env: FakeStack, invoke: Invoke) -> None:
+    def check(body: bytes) -> None:
+        key = f"requests/fuzz/{next(_names)}.json"
+        result = invoke(upload_event(key, body))
+        assert_rejected_without_a_job(result, lambda_env)
+        errors = lambda_env.get_json(key.replace("requests/", "errors/", 1))
+        assert errors["errors"] == result["results"][0]["errors"]
 
-
-def test_fuzz_counts() -> None:
-    """Reports how many generated cases ran (the issue asks for at least 500)."""
-    total = COUNTS.get("events", 0) + COUNTS.get("requests", 0)
-    print(f"\nfuzzed: {COUNTS.get('events', 0)} events + {COUNTS.get('requests', 0)} requests")
-    if not COUNTS:
-        pytest.skip("run together with the fuzz tests above")
-    assert total >= 500
+    cases = fuzzed(bodies, check)
+    print(f"\nfuzzed: {cases} request files")
+    assert cases >= MIN_CASES
