@@ -74,6 +74,12 @@ SCRATCH_PREFIX = "scratch/"  # expires after a week
 RUN_JSON = "run.json"
 RUN_PAGE = "report/index.html"
 
+
+def run_results_uri(output_uri: str, run_id: str) -> str:
+    """Where one run's results go: ``OUTPUT_URI/RUN_ID/`` (an array child's under its own id)."""
+    return f"{output_uri.rstrip('/')}/{run_id}/"
+
+
 # Batch job tag carrying the run id; state changes are mapped back to runs with it.
 RUN_ID_TAG = "spikebatch:run-id"
 

@@ -13,7 +13,6 @@ The page lives at ``<output_uri>/<parent-run-id>/report/index.html``; every chil
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -21,11 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from spikebatch import aws
-from spikebatch.contract import RUN_JSON, RUN_PAGE
-from spikebatch.control.records import get_json, load_run, record_key
+from spikebatch.contract import RUN_PAGE, run_results_uri
+from spikebatch.control.records import get_json, load_run, read_run_json, record_key
 from spikebatch.pages import (
     Raw,
     badge,
@@ -231,28 +228,9 @@ def _row(row: ChildRow, href: Callable[[str], str], *, with_publish: bool) -> li
 # -- reading the children, writing the page ---------------------------------------------
 
 
-_DENIED = {"AccessDenied", "403"}
-
-
 def _split(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key
-
-
-def _run_json(results_uri: str | None) -> dict[str, Any] | None:
-    if not results_uri or not results_uri.startswith("s3://"):
-        return None
-    bucket, prefix = _split(results_uri.rstrip("/") + "/" + RUN_JSON)
-    try:
-        return get_json(bucket, prefix)
-    except (ValueError, json.JSONDecodeError):  # a torn or foreign object: show what Batch says
-        log.warning("unreadable run.json at %s", results_uri)
-        return None
-    except ClientError as exc:  # e.g. 403 for a missing key where ListBucket is not granted
-        if aws.error_code(exc) not in _DENIED:
-            raise
-        log.warning("run.json at %s not readable (%s): showing Batch's status", results_uri, exc)
-        return None
 
 
 def load_rows(bucket: str, parent_run_id: str) -> tuple[list[ChildRow], dict[str, Any]]:
@@ -265,12 +243,12 @@ def load_rows(bucket: str, parent_run_id: str) -> tuple[list[ChildRow], dict[str
     children = parent.children
     if not children:
         raise ValueError(f"{parent_run_id} is not an array run (it has no children)")
-    output_uri = str(parent.submitted.get("output_uri") or "").rstrip("/")
+    output_uri = str(parent.submitted.get("output_uri") or "")
 
     def one(child: Mapping[str, Any]) -> ChildRow:
         run_id = str(child["run_id"])
-        results_uri = f"{output_uri}/{run_id}/" if output_uri else None  # as write_submitted
-        run = _run_json(results_uri)
+        results_uri = run_results_uri(output_uri, run_id) if output_uri else None
+        run = read_run_json(results_uri)
         status = None
         if str((run or {}).get("status") or "").upper() not in _WORKER_DECIDES:
             status = get_json(bucket, record_key(run_id, "status.json"))
@@ -283,7 +261,7 @@ def load_rows(bucket: str, parent_run_id: str) -> tuple[list[ChildRow], dict[str
 
 def summary_uri(parent_submitted: Mapping[str, Any], parent_run_id: str) -> str:
     """``<output_uri>/<parent-run-id>/report/index.html``."""
-    return f"{str(parent_submitted['output_uri']).rstrip('/')}/{parent_run_id}/{PAGE}"
+    return run_results_uri(str(parent_submitted["output_uri"]), parent_run_id) + PAGE
 
 
 def write_array_summary(bucket: str, parent_run_id: str) -> str:

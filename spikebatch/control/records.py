@@ -19,7 +19,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from spikebatch import aws
-from spikebatch.contract import RUNS_PREFIX
+from spikebatch.contract import RUN_JSON, RUNS_PREFIX
 from spikebatch.control.job_status import summarize_job
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,29 @@ def _get_with_etag(bucket: str, key: str) -> tuple[Any | None, str | None]:
 
 def get_json(bucket: str, key: str) -> Any | None:
     return _get_with_etag(bucket, key)[0]
+
+
+#: What S3 answers for a missing key where ListBucket is not granted.
+_DENIED = {"AccessDenied", "403"}
+
+
+def read_run_json(results_uri: str | None) -> dict[str, Any] | None:
+    """The worker's run.json under an ``s3://`` results URI; None where there is none yet,
+    it cannot be read (denied, torn, not JSON) or the results are not in S3."""
+    if not results_uri or not results_uri.startswith("s3://"):
+        return None
+    bucket, _, prefix = results_uri.removeprefix("s3://").partition("/")
+    key = f"{prefix.rstrip('/')}/{RUN_JSON}" if prefix.strip("/") else RUN_JSON
+    try:
+        return get_json(bucket, key)
+    except (ValueError, json.JSONDecodeError):  # a torn or foreign object
+        log.warning("unreadable run.json at %s", results_uri)
+        return None
+    except ClientError as exc:
+        if aws.error_code(exc) not in _DENIED:
+            raise
+        log.warning("run.json at %s not readable (%s)", results_uri, exc)
+        return None
 
 
 def update_json(

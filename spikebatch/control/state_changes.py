@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spikebatch import aws
-from spikebatch.contract import RUN_ID_TAG, RUN_JSON
+from spikebatch.contract import RUN_ID_TAG, run_results_uri
 from spikebatch.control.array_summary import write_array_summary
 from spikebatch.control.idempotency import (
     DONE,
@@ -38,7 +38,7 @@ from spikebatch.control.idempotency import (
     settle_quietly,
 )
 from spikebatch.control.job_status import TERMINAL, log_console_url, summarize_job
-from spikebatch.control.records import get_json, now, record_key, update_json
+from spikebatch.control.records import get_json, now, read_run_json, record_key, update_json
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def _results_uri(bucket: str, run_id: str, parent_record: Mapping[str, Any] | No
     """Where the run's run.json is: an array child's from its parent's record (already
     read), a single run's from its own."""
     if parent_record is not None and parent_record.get("output_uri"):
-        return f"{str(parent_record['output_uri']).rstrip('/')}/{run_id}/"
+        return run_results_uri(str(parent_record["output_uri"]), run_id)
     submitted = get_json(bucket, record_key(run_id, "request.json")) or {}
     return submitted.get("results_uri")
 
@@ -193,8 +193,7 @@ def _record_publication(
         results_uri = _results_uri(settings.bucket, str(stored["run_id"]), parent_record)
         if not results_uri or not results_uri.startswith(f"s3://{settings.bucket}/"):
             return stored
-        key = f"{results_uri.removeprefix(f's3://{settings.bucket}/').rstrip('/')}/{RUN_JSON}"
-        publication = (get_json(settings.bucket, key) or {}).get("publish")
+        publication = (read_run_json(results_uri) or {}).get("publish")
         if not publication:
             return stored
         summary = {

@@ -28,6 +28,7 @@ from spikebatch.contract import (
     Env,
     dandi_source,
     derive_run_id,
+    run_results_uri,
 )
 from spikebatch.control.idempotency import Claim
 from spikebatch.control.records import now, put_records
@@ -390,7 +391,7 @@ def write_submitted(
             "run_id": run.run_id,
             "source": run.source,
             "job_id": job.child_job_id(run) if job else None,
-            "results_uri": f"{plan.output_uri}/{run.run_id}/",
+            "results_uri": run_results_uri(plan.output_uri, run.run_id),
         }
         if run.array_index is not None:
             record |= {"parent_run_id": plan.run_id, "array_index": run.array_index}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spikebatch import transfer
-from spikebatch.contract import RUN_JSON, RUN_PAGE
+from spikebatch.contract import RUN_JSON, RUN_PAGE, run_results_uri
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class Publisher:
     """Writes one run's objects under ``<output_uri>/<run_id>``."""
 
     def __init__(self, output_uri: str, run_id: str) -> None:
-        self.dest = f"{output_uri.rstrip('/')}/{run_id}"
+        self.dest = run_results_uri(output_uri, run_id).rstrip("/")
 
     @property
     def run_json_uri(self) -> str:
