@@ -20,6 +20,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from spikebatch import aws
+from spikebatch.contract import RUN_PAGE
 from spikebatch.control import array_summary, records
 
 #: Where pages go when no --download folder is given.
@@ -43,7 +44,7 @@ def _split(uri: str) -> tuple[str, str]:
 
 
 def _page_object(results_uri: str) -> tuple[str, str]:
-    return _split(results_uri.rstrip("/") + "/" + array_summary.PAGE)
+    return _split(results_uri.rstrip("/") + "/" + RUN_PAGE)
 
 
 def _exists(bucket: str, key: str) -> bool:
@@ -64,7 +65,7 @@ def _presigned(bucket: str, key: str, expires_s: int) -> str:
 
 def _download_page(results_uri: str, dest: Path) -> Path:
     bucket, key = _page_object(results_uri)
-    target = dest / array_summary.PAGE
+    target = dest / RUN_PAGE
     target.parent.mkdir(parents=True, exist_ok=True)
     aws.client("s3").download_file(bucket, key, str(target))
     return target
@@ -128,7 +129,7 @@ def _array(
     html = array_summary.render_array_summary(
         run_id, rows, source=source, href=lambda child: links[child]
     )
-    page = dest / run_id / array_summary.PAGE
+    page = dest / run_id / RUN_PAGE
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(html, encoding="utf-8")
     note = (

@@ -40,13 +40,10 @@ from spikebatch.pages import (
 
 log = logging.getLogger(__name__)
 
-#: Where a run's page sits under its results folder (the array summary too).
-PAGE = RUN_PAGE
-
 
 def page_href(child_run_id: str) -> str:
     """The child's page, relative to the summary page (both under the same output URI)."""
-    return f"../../{child_run_id}/{PAGE}"
+    return f"../../{child_run_id}/{RUN_PAGE}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +117,7 @@ def child_row(
         wall_s=cost.get("wall_s"),
         cost_usd=cost.get("actual_usd"),
         reason=reason,
-        has_page=PAGE in (run.get("outputs") or []),
+        has_page=RUN_PAGE in (run.get("outputs") or []),
         publish=publication.get("status"),
         results_uri=results_uri,
     )
@@ -261,7 +258,7 @@ def load_rows(bucket: str, parent_run_id: str) -> tuple[list[ChildRow], dict[str
 
 def summary_uri(parent_submitted: Mapping[str, Any], parent_run_id: str) -> str:
     """``<output_uri>/<parent-run-id>/report/index.html``."""
-    return run_results_uri(str(parent_submitted["output_uri"]), parent_run_id) + PAGE
+    return run_results_uri(str(parent_submitted["output_uri"]), parent_run_id) + RUN_PAGE
 
 
 def write_array_summary(bucket: str, parent_run_id: str) -> str:

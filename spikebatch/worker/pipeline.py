@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from spikebatch import transfer
-from spikebatch.contract import Env, apply_array_child
+from spikebatch.contract import RUN_PAGE, Env, apply_array_child
 from spikebatch.quality import LABELS
 from spikebatch.worker import fetch as fetch_stage
 from spikebatch.worker.errors import ExitCode, StageError, WorkerError, one_line
@@ -337,7 +337,7 @@ def _publish(job: _Run, parts: list[Any]) -> None:
     if settings.publish_dandiset_id:
         job.record["publish"] = _publish_to_dandi(job)
     files = [p.relative_to(job.results).as_posix() for p in job.results.rglob("*") if p.is_file()]
-    job.record["outputs"] = sorted({*files, run_page.PAGE})
+    job.record["outputs"] = sorted({*files, RUN_PAGE})
     job.publisher.upload(job.results)
     job.record.update(status="succeeded", stage="done", finished_at=now(), updated_at=now())
     job.set_cost()
@@ -586,7 +586,7 @@ def _write_failure_page(job: _Run) -> None:
     array summary links it. Best effort: the record is what must be written."""
     from spikebatch.worker import run_page
 
-    job.record["outputs"] = [run_page.PAGE]  # nothing else of a failed run is uploaded
+    job.record["outputs"] = [RUN_PAGE]  # nothing else of a failed run is uploaded
     try:
         job.publisher.write_page(run_page.render_run_page(job.record, []))
     except Exception as exc:

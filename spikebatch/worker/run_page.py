@@ -39,7 +39,6 @@ from spikebatch.pages import (
 )
 from spikebatch.quality import LABELS
 
-PAGE = RUN_PAGE
 #: The report figures (report.py) with what each shows, in page order.
 FIGURES = {
     "units_summary.png": "Where the units sit on the probe, and each unit's mean waveform.",
@@ -94,7 +93,7 @@ def write_run_page(
     """
     sources = probes if probes else [(None, results_dir)]
     html = render_run_page(record, [read_probe_results(folder, name) for name, folder in sources])
-    path = results_dir / PAGE
+    path = results_dir / RUN_PAGE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")
     return path

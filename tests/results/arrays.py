@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spikebatch import aws
+from spikebatch.contract import RUN_PAGE
 from spikebatch.control.records import put_json, record_key
 from spikebatch.control.request import parse_request
 from spikebatch.control.submission import (
@@ -71,7 +72,7 @@ def make_array(bucket: str, completed: FinishedRun) -> ArrayRun:
 
     record, page = child_results(completed, ok.run_id, ok.source)
     _put(bucket, results[ok.run_id] + "run.json", json.dumps(record).encode(), "application/json")
-    _put(bucket, results[ok.run_id] + run_page.PAGE, page.encode(), "text/html")
+    _put(bucket, results[ok.run_id] + RUN_PAGE, page.encode(), "text/html")
 
     record, _ = child_results(completed, failed.run_id, failed.source)
     record.update(

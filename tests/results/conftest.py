@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from spikebatch.contract import RUN_PAGE
 from spikebatch.quality import parse_quality_thresholds
-from spikebatch.worker import run_page
 from spikebatch.worker.labels import LABEL_COLUMN, REASON_COLUMN, UnitLabels
 from tests.submission.conftest import (  # noqa: F401  (the moto stack and run-record Lambda)
     record_env,
@@ -82,7 +82,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
     folder = root / "results" / RUN_ID
     assert code == 0, (folder / "run.json").read_text()
     record = json.loads((folder / "run.json").read_text())
-    return FinishedRun(folder, record, truth, labels_of_run(folder, record), folder / run_page.PAGE)
+    return FinishedRun(folder, record, truth, labels_of_run(folder, record), folder / RUN_PAGE)
 
 
 @pytest.fixture(scope="session")

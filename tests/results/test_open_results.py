@@ -12,7 +12,7 @@ import requests
 from typer.testing import CliRunner
 
 from spikebatch.cli.app import app
-from spikebatch.worker import run_page
+from spikebatch.contract import RUN_PAGE
 from tests.results.arrays import make_array
 from tests.submission.conftest import BUCKET, FakeStack, client
 from tests.support import browser
@@ -43,7 +43,7 @@ def _single_run(stack: FakeStack, finished_run) -> str:
     )
     client("s3").put_object(
         Bucket=BUCKET,
-        Key=prefix + run_page.PAGE,
+        Key=prefix + RUN_PAGE,
         Body=finished_run.page.read_bytes(),
         ContentType="text/html",
     )

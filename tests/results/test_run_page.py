@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from spikebatch.contract import RUN_PAGE
 from spikebatch.worker import run_page
 from tests.support import browser
 
@@ -103,7 +104,7 @@ def test_write_run_page_reads_the_files_the_worker_wrote(finished_run, tmp_path)
     import shutil
 
     folder = shutil.copytree(finished_run.folder, tmp_path / "run")
-    (folder / run_page.PAGE).unlink()
+    (folder / RUN_PAGE).unlink()
     path = run_page.write_run_page(folder, finished_run.record)
     assert path == folder / "report" / "index.html"
 
