@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("DANDI_NO_ET", "1")
     size = 128 * MiB if args.quick else GiB
-    duration = 4.0 if args.quick else 20.0
+    duration = convert.QUICK_DURATION_S if args.quick else convert.DURATION_S
     started = time.perf_counter()
     results: list[BenchResult] = []
     with scratch_dir("nwb") as tmp:

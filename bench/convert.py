@@ -25,6 +25,12 @@ from spikebatch.worker import preprocess, recording
 from spikebatch.worker.jobkw import available_cores, job_kwargs
 
 CHANNELS = 384
+#: Seconds of traces: 12 of the worker's 5 s chunks, 6 per worker on 2 cores, so the rates
+#: are the stage's and not its start. At 20 s (4 chunks) one worker's first chunk (pool
+#: start, first-touch page faults: up to 3.1 s instead of 1.7) decided half the time, and the
+#: same code measured 0.45-0.69 of h5py from run to run (2026-12-02).
+DURATION_S = 60.0
+QUICK_DURATION_S = 4.0
 
 
 def make_nwb(folder: Path, duration_s: float, firing_rate_hz: float = 15.0) -> Path:

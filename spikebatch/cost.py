@@ -87,14 +87,15 @@ DEFAULT_NETWORK_GBPS = 5.0  # other types (assumed)
 CONVERT_BPS_PER_VCPU = 22e6
 #: The same write through the phase shift only (the Kilosort default on Neuropixels files,
 #: which record ``inter_sample_shift``; Kilosort filters and re-references on the GPU).
-#: Measured: ``make bench`` convert, 384 channels with Neuropixels shifts, 2 vCPUs,
-#: 2026-12-01 07:58: 191 MB/s (the worker's phase shift, ``spikebatch/worker/phase_shift.py``;
-#: SpikeInterface's own ran at 76 MB/s).
-CONVERT_PHASE_SHIFT_BPS_PER_VCPU = 95e6
+#: Measured: ``make bench`` convert, 60 s of 384 channels with Neuropixels shifts, 2 vCPUs
+#: (Intel Xeon), 2026-12-02 03:16: 96.6 MB/s (the worker's phase shift,
+#: ``spikebatch/worker/phase_shift.py``; SpikeInterface's own ran at 36.9 MB/s). The AMD EPYC
+#: host of 2026-12-01 ran the earlier code at 191 MB/s: absolute rates differ by host.
+CONVERT_PHASE_SHIFT_BPS_PER_VCPU = 48e6
 #: The same write without CPU preprocessing (``PREPROCESSING=null``, or a file without
-#: shifts): gzip decompression bound (measured, same run: 413 MB/s on 2 vCPUs; h5py alone
-#: read 313 MB/s on one. The 2026-11-22 runs, on a busier machine, gave 169-207 MB/s).
-CONVERT_RAW_BPS_PER_VCPU = 206e6
+#: shifts): gzip decompression bound (measured, same run: 236 MB/s on 2 vCPUs; h5py alone
+#: read 170 MB/s on one. The AMD host of 2026-12-01 gave 413 MB/s).
+CONVERT_RAW_BPS_PER_VCPU = 118e6
 #: Steps that filter on the CPU (the slow ones).
 FILTER_STEPS = frozenset({"bandpass", "highpass", "notch", "common_reference"})
 #: ``estimate(preprocessing=...)``'s default: the sorter's declared default.

@@ -72,3 +72,25 @@ def test_phase_shift_needs_the_shifts_unless_it_is_a_default(shifted_source):
     assert applied == []  # skipped: the sorter's default asks for it only where it applies
     with pytest.raises(ValueError, match="needs the per-channel inter_sample_shift"):
         preprocess.preprocess(bare, {"phase_shift": {}}, strict=True)
+
+
+def test_float_output_equals_spikeinterface_s(shifted_source):
+    import spikeinterface.preprocessing as spre
+
+    expected = spre.phase_shift(shifted_source, dtype="float32").get_traces(0, 1_000, 61_000)
+    got = phase_shift.phase_shift(shifted_source, dtype="float32").get_traces(0, 1_000, 61_000)
+
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3)  # float32 FFTs: 5e-5 seen
+
+
+def test_chunks_returned_earlier_stay_as_they_were(shifted_source):
+    """The scratch arrays kept between chunks never leak into what a caller holds."""
+    shifted = phase_shift.phase_shift(shifted_source)
+    first = shifted.get_traces(0, 0, 30_000)
+    kept = first.copy()
+    shifted.get_traces(0, 30_000, 60_000)  # same shape: the same scratch arrays
+    shifted.get_traces(0, 60_000, 61_000)  # another shape
+
+    np.testing.assert_array_equal(first, kept)
+    assert not np.shares_memory(first, shifted.get_traces(0, 0, 30_000))
