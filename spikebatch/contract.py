@@ -48,6 +48,9 @@ class Env(StrEnum):
     # "true": sort each channel group (shank, the electrodes table's electrode group) of
     # each series on its own; results per part under probes/<series>-<group>/.
     SORT_BY_GROUP = "SORT_BY_GROUP"
+    # Seconds a stop (SIGTERM/SIGINT) may take before the worker's watchdog ends the run with
+    # exit 130 itself (spikebatch.worker.stop); well inside Batch's 30 s stop timeout.
+    STOP_GRACE_S = "STOP_GRACE_S"
 
 
 ARRAY_INDEX_VAR = "AWS_BATCH_JOB_ARRAY_INDEX"

@@ -39,3 +39,7 @@ class StageError(WorkerError):
         super().__init__(f"{stage}: {message}")
         self.stage = stage
         self.message = message
+
+
+class Interrupted(WorkerError):
+    """SIGTERM/SIGINT: Batch is stopping the job (spot reclaim, timeout, cancel)."""

@@ -19,14 +19,12 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,7 +32,8 @@ from spikebatch import transfer
 from spikebatch.contract import RUN_PAGE, Env, apply_array_child
 from spikebatch.quality import LABELS
 from spikebatch.worker import fetch as fetch_stage
-from spikebatch.worker.errors import ExitCode, StageError, WorkerError, one_line
+from spikebatch.worker import stop
+from spikebatch.worker.errors import ExitCode, Interrupted, StageError, WorkerError, one_line
 from spikebatch.worker.instance import detect_instance
 from spikebatch.worker.jobkw import job_kwargs
 from spikebatch.worker.labels import labels_record
@@ -46,24 +45,6 @@ from spikebatch.worker.settings import ConfigError, WorkerSettings
 log = logging.getLogger("spikebatch.worker")
 
 STAGES = ("config", "fetch", "open", "preprocess", "sort", "postprocess", "export", "publish")
-
-
-class Interrupted(WorkerError):
-    """SIGTERM/SIGINT: Batch is stopping the job (spot reclaim, timeout, cancel)."""
-
-
-#: The stop signal this process received, if any. Sorters run our code inside their own
-#: ``try`` blocks (SpikeInterface wraps whatever a sorter raises in ``SpikeSortingError``),
-#: so the :class:`Interrupted` raised by the handler may reach us as another error; this
-#: flag is how a stop is still reported as a stop (exit 130), whatever wrapped it.
-_stopped_by: str | None = None
-
-
-def _stop_message(signal_name: str) -> str:
-    return (
-        f"stopped by {signal_name}: the job was stopped (docker stop, a Batch cancel or "
-        "terminate, the job timeout or a spot reclaim); rerun it with the same RUN_ID"
-    )
 
 
 @dataclass
@@ -179,6 +160,22 @@ class _Run:
         except Exception as exc:
             log.warning("could not update %s: %s", self.publisher.run_json_uri, exc)
 
+    def write_stopped(self, message: str) -> None:
+        """The watchdog's record of a stop the main thread did not honour in time (its own
+        thread: it works on a copy, and never after a final record)."""
+        record = stop.snapshot(self.record)
+        record.update(
+            status="failed",
+            finished_at=now(),
+            updated_at=now(),
+            error={"stage": record.get("stage"), "message": message, "type": "Interrupted"},
+            stop={"by": "watchdog", "grace_s": stop.grace_s()},
+        )
+        if self.began_publishing:
+            self.publisher.write_record(record, final=True)
+        else:  # before run.json existed: clear an earlier run first, never mix two
+            self.publisher.begin(record, final=True)
+
     def set_cost(self) -> None:
         from spikebatch.cost import estimate, instance_price_per_hour
 
@@ -210,13 +207,14 @@ class _Run:
 
 def run(settings: WorkerSettings, environ: Mapping[str, str]) -> Outcome:
     """Run every stage after config; never raises for a failed job, returns its outcome."""
-    import spikeinterface as si
-
     job = _Run(settings, environ)
-    si.set_global_job_kwargs(**job.job_kwargs)
+    stop.track(lambda: job.record.get("stage"), job.write_stopped)
     log.info("run %s: %s -> %s", job.run_id, settings.source, job.publisher.dest)
     try:
         with job.stage("config"):
+            import spikeinterface as si
+
+            si.set_global_job_kwargs(**job.job_kwargs)
             from spikebatch.worker.sort import ensure_installed
 
             job.record["sorter"]["version"] = ensure_installed(settings.sorter)
@@ -349,7 +347,7 @@ def _publish(job: _Run, parts: list[Any]) -> None:
         job.results, {**job.record, "timings_s": timings}, probes or None
     )
     job.publisher.write_page(page.read_text(encoding="utf-8"))
-    job.publisher.write_record(job.record)
+    job.publisher.write_record(job.record, final=True)
 
 
 def _since(t0: float) -> float:
@@ -533,18 +531,21 @@ def _total_units(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _as_stop(job: _Run, exc: WorkerError) -> WorkerError:
     """A failure that a stop signal caused is reported as the stop, not as what wrapped it."""
-    if _stopped_by is None or isinstance(exc, Interrupted):
+    signal_name = stop.stopped_by()
+    if signal_name is None or isinstance(exc, Interrupted):
         return exc
     stage = getattr(exc, "stage", job.record.get("stage"))
-    stopped = Interrupted(_stop_message(_stopped_by))
+    stopped = Interrupted(stop.stop_message(signal_name))
     stopped.stage = stage  # type: ignore[attr-defined]
     return stopped
 
 
 def _fail(job: _Run, exc: BaseException) -> Outcome:
+    stop.begin_failing()  # a (second) stop signal must not cut the failure record short
     if isinstance(exc, Interrupted):
-        # One stop is enough: a second SIGTERM must not cut the failure record short.
-        _ignore_stop_signals()
+        ended = stop.end_children()  # a sorter's binary, a pool's workers
+        if ended:
+            log.info("stop: ended %d child process(es)", ended)
     stage = getattr(exc, "stage", job.record.get("stage"))
     message = getattr(exc, "message", str(exc))
     job.record.update(
@@ -560,7 +561,7 @@ def _fail(job: _Run, exc: BaseException) -> Outcome:
         if not job.began_publishing:  # failed before run.json existed: clear an earlier run
             job.publisher.begin(job.record)  # first, never mix two
         _write_failure_page(job)
-        job.publisher.write_record(job.record)
+        job.publisher.write_record(job.record, final=True)
     except Exception as write_exc:  # the output itself is unreachable: say so, still exit 1
         log.error(
             "could not write run.json (failed) to %s: %s", job.publisher.run_json_uri, write_exc
@@ -594,19 +595,6 @@ def _write_failure_page(job: _Run) -> None:
         log.warning("could not write the failed run's page: %s", one_line(exc))
 
 
-def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
-    global _stopped_by
-    _stopped_by = signal.Signals(signum).name
-    log.warning("received %s: stopping", _stopped_by)
-    raise Interrupted(_stop_message(_stopped_by))
-
-
-def _ignore_stop_signals() -> None:
-    if _in_main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
-
-
 def configure_logging() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -618,32 +606,28 @@ def configure_logging() -> None:
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:
-    """The container entrypoint: validate everything, run, report one line, return the exit code."""
+    """The container entrypoint: validate everything, run, report one line, return the exit code.
+
+    The stop handling (``stop``) is installed first, unless the entrypoint already did.
+    """
     configure_logging()
     environ = os.environ if environ is None else environ
+    with stop.installed(environ):
+        try:
+            return _validate_and_run(environ)
+        except Interrupted as exc:  # before the run had a record, or after its final one
+            stage = stop.current_stage() or "config"
+            print(f"spikebatch-worker: failed in {stage}: {exc}", file=sys.stderr)
+            return ExitCode.INTERRUPTED
+
+
+def _validate_and_run(environ: Mapping[str, str]) -> int:
     try:
         settings = WorkerSettings.from_env(load_environment(environ))
     except ConfigError as exc:
         print(f"spikebatch-worker: error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
-    global _stopped_by
-    _stopped_by = None
-    previous = {}
-    if _in_main_thread():
-        previous = {
-            s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)
-        }
-    try:
-        outcome = run(settings, environ)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    outcome = run(settings, environ)
     stream = sys.stdout if outcome.exit_code == ExitCode.OK else sys.stderr
     print(f"spikebatch-worker: {outcome.message}", file=stream)
     return int(outcome.exit_code)
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

@@ -18,6 +18,7 @@ from typing import Any
 
 from spikebatch import transfer
 from spikebatch.contract import RUN_JSON, RUN_PAGE, run_results_uri
+from spikebatch.worker import stop
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class Publisher:
         except (json.JSONDecodeError, AttributeError):
             return "unreadable"
 
-    def begin(self, record: dict[str, Any]) -> None:
+    def begin(self, record: dict[str, Any], *, final: bool = False) -> None:
         previous = self.previous_status()
         removed = transfer.delete_prefix(self.dest)
         if previous is not None or removed:
@@ -51,11 +52,18 @@ class Publisher:
                 removed,
                 self.dest,
             )
-        self.write_record(record)
+        self.write_record(record, final=final)
 
-    def write_record(self, record: dict[str, Any]) -> None:
+    def write_record(self, record: dict[str, Any], *, final: bool = False) -> bool:
+        """Write run.json; ``final`` (succeeded or failed) seals it: later writes, the main
+        thread's or a stop watchdog's, are skipped (False), so a finished record stays."""
         body = json.dumps(record, indent=2, sort_keys=False, default=str).encode()
-        transfer.write_bytes(self.run_json_uri, body, content_type="application/json")
+        with stop.record_write(final=final) as allowed:
+            if allowed:
+                transfer.write_bytes(self.run_json_uri, body, content_type="application/json")
+        if not allowed:
+            log.info("%s is final already: not rewritten (%s)", RUN_JSON, record.get("status"))
+        return allowed
 
     def write_page(self, html: str) -> None:
         """The run's page, ``report/index.html`` (self-contained: one object is all it needs)."""

@@ -40,6 +40,7 @@ from spikebatch.contract import (
 from spikebatch.quality import QualityThresholds, parse_quality_thresholds
 from spikebatch.sorters import DEFAULT_SORTER, default_preprocessing
 from spikebatch.worker.preprocess import validate_preprocessing
+from spikebatch.worker.stop import DEFAULT_GRACE_S, MAX_GRACE_S
 
 _DANDISET_ID = re.compile(r"^\d{6}$")
 _VERSION = re.compile(r"^(draft|\d+\.\d{6}\.\d{4})$")
@@ -121,6 +122,7 @@ class WorkerSettings(BaseSettings):
         default_factory=QualityThresholds, alias=Env.QUALITY_THRESHOLDS
     )
     phy_pc_features: bool = Field(True, alias=Env.PHY_PC_FEATURES)
+    stop_grace_s: float = Field(DEFAULT_GRACE_S, alias=Env.STOP_GRACE_S, gt=0, le=MAX_GRACE_S)
 
     @classmethod
     def settings_customise_sources(

@@ -3,7 +3,8 @@
 
 GIVEN a generated ground-truth NWB on the fake DANDI archive and a results bucket on moto
 (both on loopback; the container on the host network) WHEN the container is stopped with
-``docker stop`` in the middle of the sort THEN it exits 130 well within the stop timeout (a
+``docker stop`` in the middle of the sort, with two busy processes loading the machine, THEN
+it exits 130 well within the stop timeout (a
 SIGKILL would be 137) and run.json says ``failed`` at ``sort`` with "stopped"; AND WHEN the
 same run is started again (same RUN_ID) THEN it ends ``succeeded``, complete, with nothing left
 of the stopped attempt, and a mean accuracy >= 0.8 over true units with SNR >= 5.
@@ -27,6 +28,7 @@ from tests.image.helpers import (
     start_run_local,
     wait_for_stage,
 )
+from tests.support.cpu_load import cpu_load
 from tests.support.dandi_server import FakeDandiArchive
 from tests.support.ground_truth import GroundTruthSpec, score, write_ground_truth_nwb
 
@@ -73,17 +75,19 @@ def test_stopped_mid_sort_then_rerun_to_a_complete_accurate_result(
         archive.add_asset(DANDISET, ASSET, truth.nwb)
         env = cli_env(DANDI_API_URL=archive.api_url)
 
-        # 1. Stop it while Kilosort runs, the way Batch does (SIGTERM, SIGKILL after 30 s).
+        # 1. Stop it while Kilosort runs, the way Batch does (SIGTERM, SIGKILL after 30 s), on
+        #    a loaded machine: two busy processes beside it (a stop once came too late then).
         proc = start_run_local(args, env)
         try:
-            wait_for_stage(bucket, run_json, "sort", proc, timeout=600)
-            container = _container_of(engine, run_id)
-            settings = container.attrs
-            time.sleep(3.0)  # inside Kilosort, under SpikeInterface's run_sorter
-            started = time.monotonic()
-            container.stop(timeout=BATCH_RUNTIME.stop_timeout_s)
-            stopped_in = time.monotonic() - started
-            _, stderr = proc.communicate(timeout=120)
+            with cpu_load(2):
+                wait_for_stage(bucket, run_json, "sort", proc, timeout=600)
+                container = _container_of(engine, run_id)
+                settings = container.attrs
+                time.sleep(3.0)  # inside Kilosort, under SpikeInterface's run_sorter
+                started = time.monotonic()
+                container.stop(timeout=BATCH_RUNTIME.stop_timeout_s)
+                stopped_in = time.monotonic() - started
+                _, stderr = proc.communicate(timeout=120)
         finally:
             if proc.poll() is None:
                 proc.kill()
