@@ -52,7 +52,7 @@ class TraceScale:
     dtype: str
     basis: str  # "integer, the file's conversion" | "conversion" | "description" | "magnitude"
     unit: str | None = None  # float traces: what the values are in ("V", "mV", "uV")
-    noise: float | None = None  # median channel noise in stored units (float traces)
+    noise_uv: float | None = None  # median channel noise (MAD, high-passed) in uV
     int16_step_uv: float | None = None  # uV per int16 step of the sorter input
     max_abs_uv: float | None = None
 
@@ -65,7 +65,7 @@ class TraceScale:
         if self.unit is not None:
             record["unit"] = self.unit
         if self.converted:
-            noise_uv = (self.noise or 0.0) * UV_PER_UNIT.get(self.unit or "uV", 1.0)
+            noise_uv = self.noise_uv or 0.0
             record.update(
                 sorter_input="int16",
                 int16_step_uv=self.int16_step_uv,
@@ -99,18 +99,18 @@ def decide(nwb_path: Path, series_path: str, recording: Any) -> TraceScale:
         dtype.name,
         basis,
         unit=unit or "file conversion",
-        noise=float(noise),
+        noise_uv=float(noise * np.median(gains)),
         int16_step_uv=float(step),
         max_abs_uv=round(float(max_abs), 3),
     )
     log.warning(
-        "traces: %s: %s samples in %s (from the %s; median noise %.3g stored units); to the "
+        "traces: %s: %s samples in %s (from the %s; median noise %.3g uV); to the "
         "sorter as int16 at %.4g uV per step",
         series_path,
         dtype.name,
         scale.unit,
         basis,
-        noise,
+        scale.noise_uv,
         step,
     )
     return scale
@@ -178,6 +178,7 @@ def _median_noise(recording: Any) -> float:
         return_in_uV=False,
         method="mad",
         random_slices_kwargs={"chunk_size": chunk, "num_chunks_per_segment": 10, "seed": 0},
+        progress_bar=False,
     )
     return float(np.median(levels))
 
