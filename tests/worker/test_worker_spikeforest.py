@@ -156,3 +156,53 @@ def test_an_electrical_series_subclass_is_found_by_type(tmp_path):
             group.create_dataset("starting_time", data=0.0).attrs["rate"] = 30_000.0
 
         assert [s.path for s in layout.read_series(h5)] == ["acquisition/raw"]
+
+
+#: ~1 min of Kilosort4 on 2 CPU cores: 20 s x 32 channels, 8 units (SpikeForest-sized probe).
+KS4_SPEC = GroundTruthSpec(duration_s=20.0, num_channels=32, num_units=8, seed=42)
+
+
+@pytest.mark.slow
+def test_a_spikeforest_file_is_sorted_with_kilosort4_and_scored(tmp_path, capsys):
+    from spikeinterface.comparison import compare_sorter_to_ground_truth
+    from spikeinterface.extractors import read_nwb_sorting
+
+    written = write_spikeforest_nwb(tmp_path / "sf.nwb", KS4_SPEC)
+    env = {
+        "INPUT_URI": written.nwb.as_uri(),
+        "OUTPUT_URI": (tmp_path / "out").as_uri(),
+        "RUN_ID": "spikeforest-ks4",
+        "SORTER": "kilosort4",
+        "SORTER_PARAMS": json.dumps({"torch_device": "cpu"}),
+        "SCRATCH_DIR": str(tmp_path / "scratch"),
+        "GROUND_TRUTH": "units",
+    }
+
+    assert main(env) == 0, capsys.readouterr().err[-3000:]
+
+    run = tmp_path / "out" / "spikeforest-ks4"
+    record = json.loads((run / "run.json").read_text())
+    series = record["input"]["series"]["acquisition/ElectricalSeries"]
+    assert series["geometry"]["source"] == "x/y"
+    assert series["traces"]["unit"] == "uV" and series["traces"]["sorter_input"] == "int16"
+    score = json.loads((run / "ground_truth_score.json").read_text())
+    summary = score["summary"]
+    print("spikeforest accuracy", json.dumps(summary))
+    assert record["ground_truth"]["summary"] == summary
+    assert summary["num_true_units"] == KS4_SPEC.num_units
+    assert summary["num_true_units_above_snr"] >= 5
+    assert summary["accuracy"] >= 0.8
+
+    # The same number from the published units and the truth, SpikeInterface's comparison.
+    sorted_units = read_nwb_sorting(
+        run / "units.nwb", sampling_frequency=KS4_SPEC.sampling_frequency, t_start=0.0
+    )
+    performance = compare_sorter_to_ground_truth(
+        written.truth, sorted_units, exhaustive_gt=True
+    ).get_performance()
+    counted = [str(u["true_unit_id"]) for u in score["units"] if u["snr"] >= 5]
+    assert abs(float(performance.loc[counted, "accuracy"].mean()) - summary["accuracy"]) <= 0.01
+    names = {str(u) for u in sorted_units.unit_ids}
+    assert {
+        str(u["best_match_unit_id"]) for u in score["units"] if u["best_match_unit_id"] is not None
+    } <= names
