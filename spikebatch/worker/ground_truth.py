@@ -213,7 +213,13 @@ def _from_nwb(truth_nwb: Path, input_nwb: Path, parts: list[Any], *, own: bool) 
     for series_path in dict.fromkeys(p.series.path for p in parts):
         base = time_base(input_nwb, series_path)
         sorting = _own_units(truth_nwb, series_path) if own else _foreign_units(truth_nwb, base)
-        _check_inside(sorting, base, series_path, truth_nwb)
+        mine = None  # with several series, check only the units on this one's groups
+        if unit_groups is not None and len(parts) > 1:
+            groups = {
+                g for p in parts if p.series.path == series_path for g in _part_groups(input_nwb, p)
+            }
+            mine = {u for u, g in unit_groups.items() if g in groups}
+        _check_inside(sorting, base, series_path, truth_nwb, mine)
         by_series[series_path] = NumpySorting.from_sorting(sorting)
         del sorting
     return Truth("", _split(parts, by_series, unit_groups, input_nwb))
@@ -252,18 +258,25 @@ def _nwb_spike_times(nwb: Path) -> tuple[list[Any], list[np.ndarray]]:
     return ids, [times[s:e] for s, e in zip(starts, ends, strict=True)]
 
 
-def _check_inside(sorting: Any, base: TimeBase, series_path: str, nwb: Path) -> None:
-    """Every true spike within the recording; else one line saying which and where."""
+def _check_inside(
+    sorting: Any, base: TimeBase, series_path: str, nwb: Path, only: set[Any] | None = None
+) -> None:
+    """Every true spike (of ``only``, when given) within the recording; else one line saying
+    which and where."""
     first, last = base.span
     half = 0.5 / base.rate
     ids, trains = _nwb_spike_times(nwb)
     for unit_id, times in zip(ids, trains, strict=True):
+        if only is not None and unit_id not in only:
+            continue
         outside = (times < first - half) | (times > last + half)
         if outside.any():
             raise InputError(
                 f"{outside.sum()} spike times of true unit {unit_id} (e.g. {times[outside][0]:.4f} s) "
                 f"fall outside {series_path} ({first:.4f}-{last:.4f} s on the session clock)"
             )
+    if only is not None:
+        sorting = sorting.select_units([u for u in sorting.unit_ids if _plain(u) in only])
     _check_frames(sorting, base.n_frames, series_path)
 
 

@@ -242,7 +242,8 @@ def _round(value: float | None, digits: int) -> float | None:
 
 
 def _is_unmatched(unit: Any) -> bool:
-    return unit is None or (isinstance(unit, int | np.integer) and unit == -1) or unit == -1
+    """SpikeInterface marks a true unit without a match with -1."""
+    return unit is None or (not isinstance(unit, str) and unit == -1)
 
 
 def _plain(unit_id: Any) -> Any:

@@ -50,6 +50,7 @@ def write_spikeforest_nwb(
     """Write ``path`` as SpikeForest's files are (see the module docstring)."""
     from pynwb import NWBHDF5IO, NWBFile
     from pynwb.ecephys import ElectricalSeries
+    from pynwb.file import Subject
     from spikeinterface.core import NumpySorting
 
     recording, sorting = generate_recording(spec)
@@ -61,6 +62,8 @@ def write_spikeforest_nwb(
         session_description="SpikeForest-style ground truth (pynwb, float uV traces)",
         identifier=str(uuid.uuid4()),
         session_start_time=datetime(2023, 6, 1, tzinfo=UTC),
+        # DANDI takes no file without a subject (and units.nwb must carry it: nwbinspector).
+        subject=Subject(subject_id="sf01", species="Mus musculus", sex="U", age="P90D"),
     )
     device = nwbfile.create_device(name="probe", description="simulated probe")
     group = nwbfile.create_electrode_group(
