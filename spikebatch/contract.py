@@ -51,6 +51,17 @@ class Env(StrEnum):
     # Seconds a stop (SIGTERM/SIGINT) may take before the worker's watchdog ends the run with
     # exit 130 itself (spikebatch.worker.stop); well inside Batch's 30 s stop timeout.
     STOP_GRACE_S = "STOP_GRACE_S"
+    # Score the sorting against known spike trains: "units" (the input NWB's own units
+    # table) or a URI of an NWB file or a SpikeInterface sorting folder.
+    GROUND_TRUTH = "GROUND_TRUTH"
+    # Its knobs: the SNR a true unit needs to count in the means, and SpikeInterface's
+    # match / well-detected agreement scores.
+    GROUND_TRUTH_SNR_THRESHOLD = "GROUND_TRUTH_SNR_THRESHOLD"
+    GROUND_TRUTH_MATCH_SCORE = "GROUND_TRUTH_MATCH_SCORE"
+    GROUND_TRUTH_WELL_DETECTED_SCORE = "GROUND_TRUTH_WELL_DETECTED_SCORE"
+    # The probe, where the electrodes table has no contact positions: a probeinterface
+    # JSON (inline or a URI) or a Neuropixels part number (e.g. NP1000).
+    PROBE = "PROBE"
 
 
 ARRAY_INDEX_VAR = "AWS_BATCH_JOB_ARRAY_INDEX"
@@ -114,13 +125,15 @@ def derive_run_id(
     max_duration_s: float | None = None,
     electrical_series_path: str | None = None,
     sort_by_group: bool = False,
+    probe: str | None = None,
 ) -> str:
     """A deterministic run id: readable slug of the input + sorter + a params hash.
 
     The same input with the same settings gives the same id, so a rerun replaces the
     earlier run (DESIGN.md: reruns overwrite failed/partial runs, never mix two).
     ``source`` is e.g. ``dandi:000409/draft/sub-X/sub-X_ecephys.nwb`` or an input URI.
-    ``sort_by_group`` enters the hash only when set, so earlier ids stay what they were.
+    ``sort_by_group`` and ``probe`` enter the hash only when set, so earlier ids stay what
+    they were. (A ground truth does not: scoring does not change the sorting.)
     """
     settings = {
         "source": source,
@@ -132,6 +145,8 @@ def derive_run_id(
     }
     if sort_by_group:
         settings["sort_by_group"] = True
+    if probe:
+        settings["probe"] = probe
     payload = json.dumps(
         settings,
         sort_keys=True,

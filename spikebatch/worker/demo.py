@@ -1,10 +1,12 @@
 """``make demo``: the real worker, in-process, on a generated ground-truth recording.
 
 By default it writes a ground-truth NWB (int16, chunked gzip, like DANDI files), runs the
-very same entrypoint the container runs (``INPUT_URI=file://...``, ``OUTPUT_URI=file://...``)
-with Kilosort4 (CPU here, CUDA in the image), then prints the accuracy against the ground
-truth, the per-stage timings, the quality labels, the phy command and the run's page to open. ``--nwb`` sorts a local NWB
-file and ``--dandiset/--asset`` a DANDI asset instead (no accuracy: no ground truth).
+very same entrypoint the container runs (``INPUT_URI=file://...``, ``OUTPUT_URI=file://...``,
+``GROUND_TRUTH=file://...`` the true sorting) with Kilosort4 (CPU here, CUDA in the image),
+then prints the worker's own score against the ground truth (``ground_truth_score.json``),
+the per-stage timings, the quality labels, the phy command and the run's page to open.
+``--nwb`` sorts a local NWB file and ``--dandiset/--asset`` a DANDI asset instead (no
+accuracy: no ground truth).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from rich.table import Table
 
 from spikebatch.contract import RUN_PAGE, Env
 from spikebatch.worker.pipeline import main as worker_main
-from spikebatch.worker.simulate import GroundTruthSpec, score, write_ground_truth_nwb
+from spikebatch.worker.simulate import GroundTruthSpec, write_ground_truth_nwb
 
 RUN_ID = "demo"
 
@@ -68,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
         Env.SORTER_PARAMS: args.sorter_params,
         Env.SCRATCH_DIR: str(out / ".scratch"),
     }
-    truth = None
     if args.dandiset or args.asset:
         if not (args.dandiset and args.asset):
             console.print("[red]error:[/] --dandiset and --asset go together")
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{time.monotonic() - t0:.1f} s)"
         )
         env[Env.INPUT_URI] = truth.nwb.as_uri()
+        env[Env.GROUND_TRUTH] = truth.sorting_dir.resolve().as_uri()
     if args.max_duration:
         env[Env.MAX_DURATION_S] = str(args.max_duration)
 
@@ -112,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             f"[red]run failed[/] in {record['error']['stage']}: {record['error']['message']}"
         )
         return code
-    if truth is not None:
-        _print_accuracy(console, truth, run_dir, out)
+    if record.get("ground_truth"):
+        _print_accuracy(console, record["ground_truth"])
     console.print(
         f"results:  {run_dir}/  (run.json, sorting/, units.nwb, quality_metrics.csv, phy/, report/)"
     )
@@ -140,20 +142,15 @@ def _print_timings(console: Console, record: dict) -> None:
     console.print(table)
 
 
-def _print_accuracy(console: Console, truth, run_dir: Path, out: Path) -> None:
-    import spikeinterface as si
-    from spikeinterface.extractors import read_nwb_recording
-
-    recording = read_nwb_recording(
-        file_path=truth.nwb, electrical_series_path="acquisition/ElectricalSeries"
-    )
-    result = score(si.load(run_dir / "sorting"), truth.load_sorting(), recording)
-    (out / "ground_truth_score.json").write_text(json.dumps(result, indent=2))
+def _print_accuracy(console: Console, scored: dict) -> None:
+    summary = scored["summary"]
+    accuracy = summary["accuracy"]
     console.print(
-        f"[bold]accuracy vs ground truth: {result['mean_accuracy']:.3f}[/] "
-        f"(mean over {result['n_scored_units']}/{result['n_true_units']} true units with SNR >= "
-        f"{result['min_snr']:g}; {result['n_sorted_units']} units sorted, "
-        f"{result['n_well_detected']} well detected at >= 0.8)"
+        f"[bold]accuracy vs ground truth: {accuracy if accuracy is None else f'{accuracy:.3f}'}[/] "
+        f"(mean over {summary['num_true_units_above_snr']}/{summary['num_true_units']} true "
+        f"units with SNR >= {scored['snr_threshold']:g}; {summary['well_detected']} well "
+        f"detected at >= {scored['well_detected_score']:g}, {summary['false_positive']} false "
+        f"positive; {scored['file']})"
     )
 
 

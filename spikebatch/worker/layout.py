@@ -13,6 +13,7 @@ SpikeGLX conversion's ``ElectricalSeriesLF``) and are skipped: no spikes to sort
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,12 +79,58 @@ def _rate(group: h5py.Group) -> float | None:
     return None
 
 
+def electrical_series_types(h5: h5py.File) -> set[str]:
+    """``ElectricalSeries`` and the types the file's cached specs derive from it.
+
+    Found by type, whatever a series is named: an extension's subclass counts (its spec is
+    cached in ``/specifications``), ``SpikeEventSeries`` (snippets, not continuous traces)
+    and its subclasses do not.
+    """
+    parents: dict[str, str] = {}
+
+    def collect(spec: dict[str, Any]) -> None:
+        for kind in ("groups", "datasets"):
+            for item in spec.get(kind) or []:
+                if item.get("neurodata_type_def") and item.get("neurodata_type_inc"):
+                    parents[item["neurodata_type_def"]] = item["neurodata_type_inc"]
+                collect(item)
+
+    specifications = h5.get("specifications")
+    if isinstance(specifications, h5py.Group):
+        for namespace in specifications.values():
+            for version in namespace.values() if isinstance(namespace, h5py.Group) else ():
+                for name, source in version.items() if isinstance(version, h5py.Group) else ():
+                    if name == "namespace" or not isinstance(source, h5py.Dataset):
+                        continue
+                    try:
+                        raw = source[()]
+                        collect(json.loads(raw.decode() if isinstance(raw, bytes) else raw))
+                    except (ValueError, TypeError, AttributeError):
+                        continue
+
+    def derives(name: str) -> bool:
+        seen = set()
+        while name not in seen:
+            if name == "SpikeEventSeries":
+                return False
+            if name == "ElectricalSeries":
+                return True
+            seen.add(name)
+            if name not in parents:
+                return False
+            name = parents[name]
+        return False
+
+    return {"ElectricalSeries"} | {t for t in parents if derives(t)}
+
+
 def read_series(h5: h5py.File) -> list[SeriesInfo]:
-    """Every ElectricalSeries in an open file, acquisition first."""
+    """Every ElectricalSeries (or subclass) in an open file, acquisition first."""
     found: list[SeriesInfo] = []
+    types = electrical_series_types(h5)
 
     def visit(name: str, obj: Any) -> None:
-        if not isinstance(obj, h5py.Group) or _attr(obj, "neurodata_type") != "ElectricalSeries":
+        if not isinstance(obj, h5py.Group) or _attr(obj, "neurodata_type") not in types:
             return
         data = obj.get("data")
         if not isinstance(data, h5py.Dataset):

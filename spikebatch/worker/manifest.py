@@ -73,6 +73,7 @@ def new_record(settings: WorkerSettings, run_id: str, environ: dict[str, str]) -
         "labels": None,
         "phy": None,
         "publish": None,
+        "ground_truth": None,
         "outputs": [],
         "nwbinspector": None,
         "cost": None,

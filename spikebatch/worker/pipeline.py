@@ -261,7 +261,7 @@ def _clear_own_scratch(job: _Run) -> None:
 
 
 def _run_stages(job: _Run) -> None:
-    from spikebatch.worker import budget, export, layout, recording
+    from spikebatch.worker import budget, export, ground_truth, layout, recording
 
     settings, rec_input = job.settings, job.record["input"]
     with job.stage("fetch"):
@@ -290,7 +290,9 @@ def _run_stages(job: _Run) -> None:
         job.check_scratch(budget.plan_for(downloaded.size, series, settings), "file")
     with job.stage("open"):
         session = recording.read_session(nwb)
-        parts = recording.plan_parts(nwb, series, by_group=settings.sort_by_group)
+        parts = recording.plan_parts(
+            nwb, series, by_group=settings.sort_by_group, probe=settings.probe_setting
+        )
         rec_input.update(
             electrical_series_path=series[0].path if len(series) == 1 else None,
             electrical_series_paths=[s.path for s in series],
@@ -298,7 +300,10 @@ def _run_stages(job: _Run) -> None:
             sampling_frequency=series[0].rate_hz,
             duration_s=round(max(s.n_frames / (s.rate_hz or 30_000.0) for s in series), 3),
             session_identifier=session.identifier,
+            series=recording.series_record(parts),
         )
+        scorer = ground_truth.prepare(settings, nwb, parts, job.scratch)  # before any sort
+        job.record["ground_truth"] = scorer and scorer.opened()
     with job.stage("preprocess"):
         traces = _write_sorter_inputs(job, nwb, parts)
         job.record["scratch"]["raw_bytes"] = sum(
@@ -311,8 +316,11 @@ def _run_stages(job: _Run) -> None:
     job.record["phy"] = []
     for i, part in enumerate(parts):
         job.part = part.key or None
-        _sort_part(job, part, traces.pop(part.key), units_nwb, last=i == len(parts) - 1)
+        last = i == len(parts) - 1
+        _sort_part(job, part, traces.pop(part.key), units_nwb, last=last, scorer=scorer)
     job.part = None
+    if scorer is not None:
+        scorer.finish(job.results, job.record)
     job.record["units"] = _total_units([p["units"] for p in job.record["parts"]])
     job.record["labels"] = labels_record(job.record["units"]["labels"], settings.quality_thresholds)
     with job.stage("export"):
@@ -411,7 +419,9 @@ def _free_input(job: _Run, nwb: Path) -> None:
     log.info("scratch: freed the input (%.1f MB): every part's traces are out", size / 1e6)
 
 
-def _sort_part(job: _Run, part: Any, traces: Any, units_nwb: Any, *, last: bool) -> None:
+def _sort_part(
+    job: _Run, part: Any, traces: Any, units_nwb: Any, *, last: bool, scorer: Any = None
+) -> None:
     """Sort one part, analyze and label it, write its results; then free its scratch."""
     from spikebatch.worker import labels, postprocess, report, sort
 
@@ -440,6 +450,9 @@ def _sort_part(job: _Run, part: Any, traces: Any, units_nwb: Any, *, last: bool)
             "spikes": int(sorting.count_total_num_spikes()),
             "labels": unit_labels.counts(),
         }
+        if scorer is not None:  # GROUND_TRUTH: this part against its own true units
+            applied = job.record["preprocessing"]["applied"]
+            scorer.score_part(part.key, sorting, traces, applied, where)
     with job.stage("export"):
         sorting.save(folder=where / "sorting", overwrite=True)
         labels.set_label_property(analyzer.sorting, unit_labels)  # the NWB's label column

@@ -3,7 +3,10 @@
 Which series are sorted is :mod:`spikebatch.worker.layout`'s rule: ``ELECTRICAL_SERIES_PATH``
 if set, else every raw spike-band acquisition series (one per probe). With ``SORT_BY_GROUP``
 each series is split by channel group (the electrodes table's electrode group: a shank),
-and each group is sorted on its own.
+and each group is sorted on its own. Each series' contact positions
+(:mod:`~spikebatch.worker.geometry`) and the meaning of its samples
+(:mod:`~spikebatch.worker.traces`) are decided once, when the parts are planned, and
+recorded in run.json (``input.series``).
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from spikebatch.worker import layout
-from spikebatch.worker.errors import InputError
+from spikebatch.worker import geometry, layout, traces
+from spikebatch.worker.geometry import Geometry, ProbeSetting
 from spikebatch.worker.layout import SeriesInfo
+from spikebatch.worker.traces import TraceScale
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,10 @@ class SortPart:
     group: str | None = None
     #: Folder of its results under ``probes/`` ("" for a run with one part: today's layout).
     key: str = ""
+    #: Where the series' contact positions come from (None: decided when opened).
+    geometry: Geometry | None = None
+    #: What its samples mean, and how they reach the sorter (None: as stored).
+    scale: TraceScale | None = None
 
     @property
     def label(self) -> str:
@@ -65,19 +73,40 @@ def choose_series(nwb_path: Path, requested: str | None) -> list[str]:
     return [s.path for s in layout.choose(layout.local_series(nwb_path), requested, nwb_path.name)]
 
 
-def plan_parts(nwb_path: Path, series: list[SeriesInfo], *, by_group: bool) -> list[SortPart]:
-    """One part per series, or per channel group of each series; keys once there are several."""
+def plan_parts(
+    nwb_path: Path, series: list[SeriesInfo], *, by_group: bool, probe: ProbeSetting | None = None
+) -> list[SortPart]:
+    """One part per series, or per channel group of each series; keys once there are several.
+
+    Each series' geometry and sample scale are decided here (an ``InputError`` if it has no
+    contact positions), so the open stage fails before anything is converted.
+    """
     parts: list[SortPart] = []
     for info in series:
+        recording = _read(nwb_path, info.path)
+        decided = geometry.decide(recording, geometry.electrode_columns(recording), probe)
+        scale = traces.decide(nwb_path, info.path, recording)
         groups: list[str | None] = [None]
         if by_group:
-            recording = open_recording(nwb_path, info.path)
             groups = [str(g) for g in dict.fromkeys(recording.get_channel_groups())]
-            del recording
-        parts += [SortPart(info, group) for group in groups]
+        del recording
+        parts += [SortPart(info, group, geometry=decided, scale=scale) for group in groups]
     if len(parts) == 1:
         return parts
-    return [SortPart(p.series, p.group, _part_key(p)) for p in parts]
+    return [SortPart(p.series, p.group, _part_key(p), p.geometry, p.scale) for p in parts]
+
+
+def series_record(parts: list[SortPart]) -> dict[str, dict[str, Any]]:
+    """run.json's ``input.series``: per series, where its geometry came from and its samples."""
+    record: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        entry: dict[str, Any] = {}
+        if part.geometry is not None:
+            entry["geometry"] = part.geometry.as_record()
+        if part.scale is not None:
+            entry["traces"] = part.scale.as_record()
+        record[part.series.path] = entry
+    return record
 
 
 def _part_key(part: SortPart) -> str:
@@ -86,8 +115,11 @@ def _part_key(part: SortPart) -> str:
 
 
 def open_part(nwb_path: Path, part: SortPart) -> Any:
-    """The part's recording: its series, cut to its channel group when it has one."""
-    recording = open_recording(nwb_path, part.series.path)
+    """The part's recording as the sorter gets it: its series with the decided geometry and
+    int16 samples, cut to its channel group when it has one."""
+    recording = open_recording(nwb_path, part.series.path, part.geometry)
+    if part.scale is not None:
+        recording = traces.to_sorter_input(recording, part.scale)
     if part.group is None:
         return recording
     groups = np.asarray([str(g) for g in recording.get_channel_groups()])
@@ -95,37 +127,33 @@ def open_part(nwb_path: Path, part: SortPart) -> Any:
     return recording.select_channels(ids)
 
 
-def open_recording(nwb_path: Path, series_path: str) -> Any:
-    """The series as a SpikeInterface recording, with the probe from the electrodes table."""
-    from spikeinterface.extractors import read_nwb_recording
-
-    recording = read_nwb_recording(file_path=nwb_path, electrical_series_path=series_path)
-    if not recording.has_probe():
-        locations = recording.get_property("location")
-        if locations is None or not np.isfinite(np.asarray(locations, dtype=float)).all():
-            raise InputError(
-                f"{series_path}: the electrodes table has no contact positions "
-                "(rel_x/rel_y); the sorter needs the probe geometry"
-            )
-        recording = _attach_probe(recording, np.asarray(locations, dtype=float))
+def open_recording(
+    nwb_path: Path,
+    series_path: str,
+    decided: Geometry | None = None,
+    probe: ProbeSetting | None = None,
+) -> Any:
+    """The series as a SpikeInterface recording, with its probe (see :mod:`geometry`)."""
+    recording = _read(nwb_path, series_path)
+    if decided is None:
+        decided = geometry.decide(recording, geometry.electrode_columns(recording), probe)
+    recording = geometry.apply(recording, decided)
     log.info(
-        "open: %s: %d channels, %.1f s at %.0f Hz, %s",
+        "open: %s: %d channels, %.1f s at %.0f Hz, %s; positions from %s",
         series_path,
         recording.get_num_channels(),
         recording.get_total_duration(),
         recording.sampling_frequency,
         recording.get_dtype(),
+        decided.source,
     )
     return recording
 
 
-def _attach_probe(recording: Any, locations: np.ndarray) -> Any:
-    from probeinterface import Probe
+def _read(nwb_path: Path, series_path: str) -> Any:
+    from spikeinterface.extractors import read_nwb_recording
 
-    probe = Probe(ndim=2, si_units="um")
-    probe.set_contacts(positions=locations[:, :2], shapes="circle", shape_params={"radius": 6})
-    probe.set_device_channel_indices(np.arange(recording.get_num_channels()))
-    return recording.set_probe(probe, in_place=False)
+    return read_nwb_recording(file_path=nwb_path, electrical_series_path=series_path)
 
 
 def read_session(nwb_path: Path) -> SessionInfo:

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import (
     Field,
@@ -41,6 +41,10 @@ from spikebatch.quality import QualityThresholds, parse_quality_thresholds
 from spikebatch.sorters import DEFAULT_SORTER, default_preprocessing
 from spikebatch.worker.preprocess import validate_preprocessing
 from spikebatch.worker.stop import DEFAULT_GRACE_S, MAX_GRACE_S
+
+if TYPE_CHECKING:
+    from spikebatch.worker.geometry import ProbeSetting
+    from spikebatch.worker.scoring import ScoreParams
 
 _DANDISET_ID = re.compile(r"^\d{6}$")
 _VERSION = re.compile(r"^(draft|\d+\.\d{6}\.\d{4})$")
@@ -123,6 +127,13 @@ class WorkerSettings(BaseSettings):
     )
     phy_pc_features: bool = Field(True, alias=Env.PHY_PC_FEATURES)
     stop_grace_s: float = Field(DEFAULT_GRACE_S, alias=Env.STOP_GRACE_S, gt=0, le=MAX_GRACE_S)
+    ground_truth: str | None = Field(None, alias=Env.GROUND_TRUTH)
+    ground_truth_snr_threshold: float | None = Field(None, alias=Env.GROUND_TRUTH_SNR_THRESHOLD)
+    ground_truth_match_score: float | None = Field(None, alias=Env.GROUND_TRUTH_MATCH_SCORE)
+    ground_truth_well_detected_score: float | None = Field(
+        None, alias=Env.GROUND_TRUTH_WELL_DETECTED_SCORE
+    )
+    probe: str | None = Field(None, alias=Env.PROBE)
 
     @classmethod
     def settings_customise_sources(
@@ -252,6 +263,36 @@ class WorkerSettings(BaseSettings):
             raise ValueError(f"expected an EC2 instance type like 'g4dn.2xlarge', got {v!r}")
         return v
 
+    @field_validator("ground_truth")
+    @classmethod
+    def _ground_truth(cls, v: str | None) -> str | None:
+        from spikebatch.worker.ground_truth import parse_ground_truth
+
+        return None if v is None else parse_ground_truth(v)
+
+    @field_validator("ground_truth_snr_threshold")
+    @classmethod
+    def _snr_threshold(cls, v: float | None) -> float | None:
+        if v is not None and not (v >= 0 and v != float("inf")):
+            raise ValueError(f"must be a finite SNR >= 0, got {v:g}")
+        return v
+
+    @field_validator("ground_truth_match_score", "ground_truth_well_detected_score")
+    @classmethod
+    def _agreement_score(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v <= 1:
+            raise ValueError(f"must be an agreement score in (0, 1], got {v:g}")
+        return v
+
+    @field_validator("probe")
+    @classmethod
+    def _probe(cls, v: str | None) -> str | None:
+        from spikebatch.worker.geometry import parse_probe
+
+        if v is not None:
+            parse_probe(v)
+        return v
+
     # ---- cross-variable checks -----------------------------------------------------------
     @model_validator(mode="after")
     def _one_source(self) -> WorkerSettings:
@@ -270,6 +311,15 @@ class WorkerSettings(BaseSettings):
             raise ValueError(f"{Env.DANDISET_ID}: required with {Env.DANDI_ASSET_PATH}")
         if dandi and self.dandi_asset_path is None:
             raise ValueError(f"{Env.DANDI_ASSET_PATH}: required with {Env.DANDISET_ID}")
+        knobs = {
+            Env.GROUND_TRUTH_SNR_THRESHOLD: self.ground_truth_snr_threshold,
+            Env.GROUND_TRUTH_MATCH_SCORE: self.ground_truth_match_score,
+            Env.GROUND_TRUTH_WELL_DETECTED_SCORE: self.ground_truth_well_detected_score,
+        }
+        if self.ground_truth is None and (given := [k for k, v in knobs.items() if v is not None]):
+            raise ValueError(
+                f"{given[0]}: only means something with {Env.GROUND_TRUTH}; set it too"
+            )
         defaults = _sorter_defaults(self.sorter)
         unknown = sorted(set(self.sorter_params) - set(defaults))
         if unknown:
@@ -299,7 +349,27 @@ class WorkerSettings(BaseSettings):
             max_duration_s=self.max_duration_s,
             electrical_series_path=self.electrical_series_path,
             sort_by_group=self.sort_by_group,
+            probe=self.probe,
         )
+
+    @property
+    def probe_setting(self) -> ProbeSetting | None:
+        """``PROBE`` parsed (validated already)."""
+        from spikebatch.worker.geometry import parse_probe
+
+        return None if self.probe is None else parse_probe(self.probe)
+
+    @property
+    def score_params(self) -> ScoreParams:
+        """The ground-truth scoring knobs, SpikeInterface's defaults where unset."""
+        from spikebatch.worker.scoring import ScoreParams
+
+        given = {
+            "snr_threshold": self.ground_truth_snr_threshold,
+            "match_score": self.ground_truth_match_score,
+            "well_detected_score": self.ground_truth_well_detected_score,
+        }
+        return ScoreParams(**{k: v for k, v in given.items() if v is not None})
 
     @property
     def preprocessing_is_default(self) -> bool:

@@ -6,8 +6,9 @@ the image can run the demo as a GPU smoke test.
 ``write_ground_truth_nwb`` generates a SpikeInterface ground-truth recording, stores it as
 int16 with chunked gzip datasets (as DANDI files are), attaches the probe positions to the
 electrodes table explicitly (neuroconv 0.10.2 + SpikeInterface 0.105 can drop them) and
-saves the true sorting beside it, so a test can score a sorter with
-``compare_sorter_to_ground_truth``. Everything is parametric: the CI uses 32 channels, the
+saves the true sorting beside it (and, with ``units_table``, in the file's own units table,
+each unit tied to its probe's electrode group), so the worker can score a sorter against it
+(``GROUND_TRUTH``, :mod:`spikebatch.worker.scoring`). Everything is parametric: the CI uses 32 channels, the
 benchmark a 384-channel variant. ``n_probes`` writes a session with several probes (each its
 own device, electrode group, raw series and true sorting), ``num_shanks`` splits each probe's
 channels into electrode groups, and ``inter_sample_shift`` records Neuropixels-like ADC
@@ -98,8 +99,14 @@ def generate_recording(spec: GroundTruthSpec):
     return as_int16, sorting
 
 
-def write_ground_truth_nwb(folder: Path, spec: GroundTruthSpec | None = None) -> GroundTruthFiles:
-    """Write ``folder/ground_truth.nwb`` and ``folder/ground_truth_sorting/``; return their paths."""
+def write_ground_truth_nwb(
+    folder: Path, spec: GroundTruthSpec | None = None, *, units_table: bool = False
+) -> GroundTruthFiles:
+    """Write ``folder/ground_truth.nwb`` and ``folder/ground_truth_sorting/``; return their paths.
+
+    ``units_table`` also writes the truth into the NWB's units table (``GROUND_TRUTH=units``):
+    unit names ``<probe>-<id>``, each with its probe's (first) electrode group.
+    """
     from neuroconv.tools.nwb_helpers import configure_backend, get_default_backend_configuration
     from neuroconv.tools.spikeinterface import add_recording_to_nwbfile
     from pynwb import NWBHDF5IO, NWBFile
@@ -163,6 +170,8 @@ def write_ground_truth_nwb(folder: Path, spec: GroundTruthSpec | None = None) ->
             "ground_truth_sorting" if index == 0 else f"ground_truth_sorting_{probe}"
         )
         sorting.save(folder=sorting_dirs[name], overwrite=True)
+        if units_table:
+            _add_true_units(nwbfile, sorting, recording, probe, spec.n_probes > 1)
     _attach_probe_positions(nwbfile, np.concatenate(locations))
     config = get_default_backend_configuration(nwbfile, backend="hdf5")
     one_second = int(spec.sampling_frequency)
@@ -193,6 +202,27 @@ def write_ground_truth_nwb(folder: Path, spec: GroundTruthSpec | None = None) ->
         series_names=series_names,
         sorting_dirs=sorting_dirs,
     )
+
+
+def _add_true_units(nwbfile, sorting, recording, probe: str, prefixed: bool) -> None:
+    """The probe's true units in the NWB's units table, on the series' clock (t = 0 first),
+    each with the electrode group (shank) of its largest channel."""
+    from spikeinterface.core import create_sorting_analyzer, get_template_extremum_channel
+
+    analyzer = create_sorting_analyzer(sorting, recording, sparse=False, format="memory")
+    analyzer.compute(["random_spikes", "templates"], verbose=False)
+    peak = get_template_extremum_channel(analyzer, outputs="index")
+    groups = recording.get_channel_groups()
+    if nwbfile.units is None or "unit_name" not in nwbfile.units.colnames:
+        nwbfile.add_unit_column(name="unit_name", description="true unit id")
+    for unit_id in sorting.unit_ids:
+        group = str(groups[peak[unit_id]])
+        times = sorting.get_unit_spike_train(unit_id) / sorting.sampling_frequency
+        nwbfile.add_unit(
+            spike_times=times,
+            unit_name=f"{probe}-{unit_id}" if prefixed else str(unit_id),
+            electrode_group=nwbfile.electrode_groups[group],
+        )
 
 
 def _shank_names(probe: str, spec: GroundTruthSpec) -> list[str]:
@@ -230,39 +260,3 @@ def read_probe_positions(nwb_path: Path) -> np.ndarray:
     with NWBHDF5IO(nwb_path, mode="r") as io:
         electrodes = io.read().electrodes
         return np.column_stack([electrodes["rel_x"].data[:], electrodes["rel_y"].data[:]])
-
-
-def score(
-    sorting: object, truth: object, recording: object, *, min_snr: float = 5.0
-) -> dict[str, object]:
-    """Accuracy of ``sorting`` against ``truth``, averaged over true units with SNR >= ``min_snr``.
-
-    SNR is measured on ``recording`` (SpikeInterface's ``snr`` metric of the true units), so
-    units buried in noise do not count against the sorter.
-    """
-    from spikeinterface.comparison import compare_sorter_to_ground_truth
-    from spikeinterface.core import create_sorting_analyzer
-    from spikeinterface.metrics import compute_quality_metrics
-
-    analyzer = create_sorting_analyzer(truth, recording, sparse=False, format="memory")
-    analyzer.compute(["random_spikes", "templates", "noise_levels"])
-    snr = compute_quality_metrics(analyzer, metric_names=["snr"])["snr"]
-    comparison = compare_sorter_to_ground_truth(truth, sorting, exhaustive_gt=True)
-    performance = comparison.get_performance()
-    scored = [u for u in truth.unit_ids if float(snr[u]) >= min_snr]
-    accuracy = performance.loc[scored, "accuracy"].astype(float)
-    return {
-        "mean_accuracy": float(accuracy.mean()) if scored else float("nan"),
-        "min_snr": min_snr,
-        "n_scored_units": len(scored),
-        "n_true_units": len(truth.unit_ids),
-        "n_sorted_units": len(sorting.unit_ids),
-        "n_well_detected": len(comparison.get_well_detected_units(well_detected_score=0.8)),
-        "per_unit": {
-            str(u): {
-                "snr": round(float(snr[u]), 2),
-                "accuracy": round(float(performance.loc[u, "accuracy"]), 3),
-            }
-            for u in truth.unit_ids
-        },
-    }

@@ -132,9 +132,9 @@ def test_stopped_mid_sort_then_rerun_to_a_complete_accurate_result(
     with capsys.disabled():
         print(
             f"\n[container] kilosort4 image: stop -> exit 130 in {stopped_in:.1f} s; rerun "
-            f"{rerun_s:.0f} s, accuracy {result['mean_accuracy']:.3f} "
-            f"({result['n_scored_units']}/{result['n_true_units']} units), "
+            f"{rerun_s:.0f} s, accuracy {result.summary['accuracy']:.3f} "
+            f"({result.summary['num_true_units_above_snr']}/{result.summary['num_true_units']} units), "
             f"stages {record['timings_s']}"
         )
-    assert result["n_scored_units"] >= 5
-    assert result["mean_accuracy"] >= 0.8, result
+    assert result.summary["num_true_units_above_snr"] >= 5
+    assert result.summary["accuracy"] >= 0.8, result

@@ -169,10 +169,10 @@ def test_dandi_asset_sorted_with_kilosort4_and_published_to_s3(tmp_path, bucket,
     assert publication["path"].startswith("sub-sim01/sub-sim01_ses-")
     assert publication["path"].endswith("_desc-kilosort4_ecephys.nwb")
 
-    result = score(sorting, truth.load_sorting(), recording, min_snr=5.0)
-    print("accuracy", json.dumps(result))
-    assert result["n_scored_units"] >= 5
-    assert result["mean_accuracy"] >= 0.8
+    result = score(sorting, truth.load_sorting(), recording)  # SNR >= 5
+    print("accuracy", json.dumps(result.summary))
+    assert result.summary["num_true_units_above_snr"] >= 5
+    assert result.summary["accuracy"] >= 0.8
 
 
 def _read_back_from_dandi(archive: FakeDandiArchive, tmp_path: Path) -> dict[str, Any]:

@@ -180,10 +180,10 @@ def test_a_two_probe_session_scores_per_probe_with_kilosort4(tmp_path, bucket, c
         print(
             series,
             "accuracy",
-            json.dumps({k: result[k] for k in ("mean_accuracy", "n_scored_units")}),
+            json.dumps(result.summary),
         )
-        assert result["n_scored_units"] >= 5
-        assert result["mean_accuracy"] >= 0.8
+        assert result.summary["num_true_units_above_snr"] >= 5
+        assert result.summary["accuracy"] >= 0.8
     assert record["scratch"]["peak_bytes"] <= (
         1.2 * record["scratch"]["raw_bytes"] + record["input"]["size"]
     )  # Kilosort4 writes no copy: the traces (+ the NWB while converting)
