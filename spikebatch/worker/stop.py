@@ -76,6 +76,13 @@ def _say(line: str) -> None:
         os.write(2, (line.rstrip("\n") + "\n").encode("utf-8", "replace"))
 
 
+def _log(message: str) -> None:
+    """A log line in the worker's format, written as :func:`_say` writes (only the outcome line
+    starts with ``spikebatch-worker:``)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    _say(f"{stamp} WARNING spikebatch.worker.stop: {message}")
+
+
 class _Guard:
     """One installation: the handlers, the wakeup listener, the watchdog, the record's seal."""
 
@@ -106,10 +113,10 @@ class _Guard:
             return
         first = self.arm(signal.Signals(signum).name)
         if self.failing:
-            _say(f"spikebatch-worker: received {signal.Signals(signum).name} again: still stopping")
+            _log(f"received {signal.Signals(signum).name} again: still stopping")
             return
         if first:
-            _say(f"spikebatch-worker: received {self.signal_name}: stopping")
+            _log(f"received {self.signal_name}: stopping")
         raise Interrupted(stop_message(self.signal_name or signal.Signals(signum).name))
 
     def arm(self, name: str) -> bool:
@@ -133,7 +140,7 @@ class _Guard:
                 return
             stops = [n for n in data if n in _STOP_NUMBERS]
             if stops and os.getpid() == self.pid and self.arm(signal.Signals(stops[0]).name):
-                _say(f"spikebatch-worker: received {self.signal_name}: stopping")
+                _log(f"received {self.signal_name}: stopping")
 
     # -- the watchdog -----------------------------------------------------------------------
 
@@ -146,9 +153,9 @@ class _Guard:
         stage = self.stage() or "config"
         message = stop_message(name)
         if not self.sealed:
-            _say(
-                f"spikebatch-worker: the stop was not honoured within {self.grace_s:g} s "
-                f"(in {stage}): the watchdog ends the run"
+            _log(
+                f"the stop was not honoured within {self.grace_s:g} s (in {stage}): "
+                "the watchdog ends the run"
             )
         end_children(self)
         writer = self.expiry_writer
@@ -159,7 +166,7 @@ class _Guard:
                 try:
                     writer(message)
                 except BaseException as exc:
-                    _say(f"spikebatch-worker: could not write the failed record: {exc}")
+                    _log(f"could not write the failed record: {exc}")
                 finally:
                     done.set()
 
