@@ -43,8 +43,10 @@ DEFAULT_GRACE_S = 10.0
 MAX_GRACE_S = 20.0
 #: The watchdog's record write (an S3 PUT) gets this long before the process exits anyway.
 WRITE_TIMEOUT_S = 8.0
-#: How long a stop waits for the children it ends before it kills them.
+#: How long a stop waits for the children it ends before it kills them (the watchdog, already
+#: late, waits less).
 CHILDREN_TERM_S = 3.0
+WATCHDOG_CHILDREN_TERM_S = 1.0
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _STOP_NUMBERS = frozenset(int(s) for s in STOP_SIGNALS)
@@ -157,7 +159,7 @@ class _Guard:
                 f"the stop was not honoured within {self.grace_s:g} s (in {stage}): "
                 "the watchdog ends the run"
             )
-        end_children(self)
+        end_children(self, wait_s=WATCHDOG_CHILDREN_TERM_S)
         writer = self.expiry_writer
         if writer is not None and not self.sealed:
             done = threading.Event()
@@ -190,9 +192,9 @@ def _child_pids() -> set[int]:
         return set()
 
 
-def end_children(guard: _Guard | None = None) -> int:
+def end_children(guard: _Guard | None = None, wait_s: float = CHILDREN_TERM_S) -> int:
     """End every process this run started (a sorter's binary, a pool's workers): SIGTERM, then
-    SIGKILL after ``CHILDREN_TERM_S``; processes that were there before the run are left alone."""
+    SIGKILL after ``wait_s``; processes that were there before the run are left alone."""
     import psutil
 
     guard = guard or _guard
@@ -204,7 +206,7 @@ def end_children(guard: _Guard | None = None) -> int:
     for child in children:
         with suppress(psutil.Error):
             child.terminate()
-    _, alive = psutil.wait_procs(children, timeout=CHILDREN_TERM_S)
+    _, alive = psutil.wait_procs(children, timeout=wait_s)
     for child in alive:
         with suppress(psutil.Error):
             child.kill()
