@@ -231,7 +231,7 @@ def render_study_page(collected: Collected, *, links_relative_to: str | None = N
                 alt="unit counts",
             )
         )
-    if any(c.get("run_time_s") for c in cases):
+    if any(c.get("run_time_s") is not None for c in cases):
 
         def hourly(label: str, key: str) -> float:
             value = per_recording_hour(_finished(collected, label), key)

@@ -105,8 +105,8 @@ class SorterEntry(BaseModel):
     name: str = Field(description="a declared sorter (spikebatch.sorters)")
     label: str | None = Field(None, description="unique; defaults to the name")
     params: dict[str, Any] = Field(default_factory=dict, description="as SORTER_PARAMS")
-    preprocessing: dict[str, Any] | None = Field(
-        default_factory=dict, description="as PREPROCESSING: {} the sorter's default, null none"
+    preprocessing: dict[str, Any] = Field(
+        default_factory=dict, description="as PREPROCESSING; {} (default): the sorter's default"
     )
     timeout_minutes: float | None = Field(None, gt=0, description="a longer case is timed_out")
     resources: Resources = Field(default_factory=Resources)
@@ -139,7 +139,7 @@ class SorterEntry(BaseModel):
             "sorter_params": dict(self.params),
             "resources": self.resources.model_dump(exclude_unset=True),
         }
-        if self.preprocessing is None or self.preprocessing:  # {} is the sorter's default
+        if self.preprocessing:  # {} is the sorter's default, as in a job request
             fields["preprocessing"] = self.preprocessing
         return fields
 

@@ -9,8 +9,11 @@ unit; a sorter listed in ``stand_in.sleep`` sleeps (a timeout test) first.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,10 +64,12 @@ class StandIn:
     sorted: list[str] = field(default_factory=list)  # "<sorter> <input name>" per sort
     sleep: dict[str, float] = field(default_factory=dict)
     fail: set[str] = field(default_factory=set)
+    stop: set[str] = field(default_factory=set)
 
 
-@pytest.fixture
-def stand_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[StandIn]:
+@contextmanager
+def patched_sorter() -> Iterator[StandIn]:
+    """The stand-in in place of the worker's sort (and a hook on the truth it loads)."""
     state = StandIn()
     truths: dict[str, Any] = {}
     real_load = ground_truth.load
@@ -78,6 +83,9 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[StandIn]:
         state.sorted.append(sorter)
         if sorter in state.sleep:
             time.sleep(state.sleep[sorter])
+        if sorter in state.stop:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during this sort
+            time.sleep(5)
         if sorter in state.fail:
             raise sort.SorterError(f"{sorter} failed: stand-in failure")
         truth = truths["current"]
@@ -85,6 +93,13 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[StandIn]:
             return truth.select_units(list(truth.unit_ids)[:-1])
         return truth
 
-    monkeypatch.setattr(ground_truth, "load", load)
-    monkeypatch.setattr(sort, "run_sort", run_sort)
-    yield state
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ground_truth, "load", load)
+        patch.setattr(sort, "run_sort", run_sort)
+        yield state
+
+
+@pytest.fixture
+def stand_in() -> Iterator[StandIn]:
+    with patched_sorter() as state:
+        yield state
