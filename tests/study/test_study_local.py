@@ -56,7 +56,7 @@ def test_every_case_runs_once_and_is_collected_with_every_field(ran):
     assert "4 of 4 case(s) finished" in output
     cases = _cases(out)
     assert set(cases) == {(r, lab) for r in ("rec1", "rec2") for lab in ("truth", "drops-one")}
-    for (recording, label), case in cases.items():
+    for (_recording, label), case in cases.items():
         assert case["study"] == "synth"
         assert case["sorter"] == {"truth": "tridesclous2", "drops-one": "spykingcircus2"}[label]
         assert case["params"] == {}
