@@ -87,6 +87,8 @@ SCRATCH_PREFIX = "scratch/"  # expires after a week
 # `spikebatch results` read them (and the Lambda writes an array's page).
 RUN_JSON = "run.json"
 RUN_PAGE = "report/index.html"
+# With GROUND_TRUTH: the scores beside run.json (a study collects them).
+GROUND_TRUTH_SCORE = "ground_truth_score.json"
 
 
 def run_results_uri(output_uri: str, run_id: str) -> str:
@@ -126,6 +128,7 @@ def derive_run_id(
     electrical_series_path: str | None = None,
     sort_by_group: bool = False,
     probe: str | None = None,
+    content: str | None = None,
 ) -> str:
     """A deterministic run id: readable slug of the input + sorter + a params hash.
 
@@ -134,6 +137,8 @@ def derive_run_id(
     ``source`` is e.g. ``dandi:000409/draft/sub-X/sub-X_ecephys.nwb`` or an input URI.
     ``sort_by_group`` and ``probe`` enter the hash only when set, so earlier ids stay what
     they were. (A ground truth does not: scoring does not change the sorting.)
+    ``content`` (a study's: the recording's digest, e.g. ``sha256:...``) enters it when set,
+    so a recording whose bytes changed gets a new run id while its source stays the same.
     """
     settings = {
         "source": source,
@@ -147,6 +152,8 @@ def derive_run_id(
         settings["sort_by_group"] = True
     if probe:
         settings["probe"] = probe
+    if content:
+        settings["content"] = content
     payload = json.dumps(
         settings,
         sort_keys=True,

@@ -7,6 +7,7 @@ JavaScript, no external resource. Every value goes through :func:`esc` unless it
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 from collections.abc import Iterable, Sequence
@@ -137,6 +138,15 @@ def bar(fraction: float) -> Raw:
     """A horizontal bar filled to ``fraction`` (0..1): relative stage times at a glance."""
     width = max(0.0, min(1.0, fraction if math.isfinite(fraction) else 0.0)) * 100
     return tag("div", tag("span", "", style=f"width:{width:.1f}%"), class_="bar")
+
+
+def figure(png: bytes, caption: Any, *, alt: str = "figure") -> Raw:
+    """A PNG embedded as a data URL (the page stays one self-contained file), captioned."""
+    src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return tag(
+        "figure",
+        join([Raw(f'<img src="{esc(src)}" alt="{esc(alt)}">'), tag("figcaption", caption)]),
+    )
 
 
 def section(title: str, body: Any, *, id: str | None = None) -> Raw:

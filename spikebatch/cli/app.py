@@ -35,6 +35,7 @@ from spikebatch.control.stack_outputs import (
     load_stack_outputs,
 )
 from spikebatch.control.submission import DeploymentConfigError, plan_submission
+from spikebatch.study.spec import StudySpecError
 
 app = typer.Typer(
     name="spikebatch",
@@ -57,6 +58,7 @@ _DOMAIN_ERRORS = (
     DandiLookupError,
     DeploymentConfigError,
     records.RunNotFoundError,
+    StudySpecError,
     ValueError,
     submission.JobMayExist,
     ClientError,
@@ -641,3 +643,7 @@ app.add_typer(image_app, name="image")
 from spikebatch.cli.redrive import redrive  # noqa: E402
 
 app.command()(redrive)
+
+from spikebatch.cli.study import study_app  # noqa: E402
+
+app.add_typer(study_app, name="study")

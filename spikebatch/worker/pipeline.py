@@ -18,6 +18,7 @@ import gc
 import json
 import logging
 import os
+import resource
 import shutil
 import sys
 import time
@@ -169,7 +170,7 @@ class _Run:
             finished_at=now(),
             updated_at=now(),
             error={"stage": record.get("stage"), "message": message, "type": "Interrupted"},
-            stop={"by": "watchdog", "grace_s": stop.grace_s()},
+            stop={"by": "watchdog", "grace_s": stop.grace_s(), **(stop.stop_reason() or {})},
         )
         if self.began_publishing:
             self.publisher.write_record(record, final=True)
@@ -431,9 +432,12 @@ def _sort_part(
     sorter_folder = job.scratch / "sorter" / key
     analyzer_folder = job.scratch / "analyzer" / key
     with job.stage("sort"):
+        cpu_before = _cpu_seconds()
         sorting = sort.run_sort(
             traces, settings.sorter, settings.sorter_params, sorter_folder, job.job_kwargs
         )
+        cpu = job.record.setdefault("cpu_s", {})
+        cpu["sort"] = round(cpu.get("sort", 0.0) + _cpu_seconds() - cpu_before, 2)
         job.meter.sample()  # the sorter's peak, before its copy goes
         sort.free_leftovers(settings.sorter, sorter_folder)
     with job.stage("postprocess"):
@@ -485,6 +489,16 @@ def _sort_part(
     gc.collect()  # the recording objects hold the binary open
     for folder in (sorter_folder, analyzer_folder, job.scratch / "preprocessed" / key):
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its children that ended: the sort's
+    cost in CPU, beside its wall time (a study compares sorters on both)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _export_phy(
@@ -567,6 +581,8 @@ def _fail(job: _Run, exc: BaseException) -> Outcome:
         updated_at=now(),
         error={"stage": stage, "message": message, "type": type(exc.__cause__ or exc).__name__},
     )
+    if isinstance(exc, Interrupted) and (reason := stop.stop_reason()):
+        job.record["stop"] = reason  # e.g. {"kind": "timeout", ...}: a study's time limit
     job.set_cost()
     if "scratch" in job.record:
         job.record_scratch()

@@ -9,7 +9,6 @@ labels with the thresholds in force, the QC table and the figures.
 
 from __future__ import annotations
 
-import base64
 import csv
 import json
 import math
@@ -25,7 +24,7 @@ from spikebatch.pages import (
     bar,
     card,
     dl,
-    esc,
+    figure,
     fmt_bytes,
     fmt_number,
     fmt_seconds,
@@ -489,16 +488,8 @@ def _figures(probes: Sequence[ProbeResults]) -> Raw:
             data = probe.figures.get(name)
             if not data:
                 continue
-            src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
             label = f"probe {probe.name}: {caption}" if len(probes) > 1 else caption
-            parts.append(
-                tag(
-                    "figure",
-                    join(
-                        [Raw(f'<img src="{esc(src)}" alt="{esc(name)}">'), tag("figcaption", label)]
-                    ),
-                )
-            )
+            parts.append(figure(data, label, alt=name))
     return section("Figures", join(parts), id="figures") if parts else Raw("")
 
 

@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from spikebatch.contract import GROUND_TRUTH_SCORE
+
 log = logging.getLogger(__name__)
 
 SCHEMA = "spikebatch.ground_truth_score/1"
-SCORE_FILE = "ground_truth_score.json"
+SCORE_FILE = GROUND_TRUTH_SCORE
 _COUNTS = ("well_detected", "false_positive", "redundant", "overmerged")
 _RATES = ("accuracy", "precision", "recall")
 

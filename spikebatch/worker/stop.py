@@ -56,6 +56,9 @@ ExpiryWriter = Callable[[str], None]
 
 
 def stop_message(signal_name: str) -> str:
+    reason = _guard.reason if _guard is not None else None
+    if reason is not None:  # a stop asked for in-process (a study's timeout): say why
+        return f"stopped by {signal_name}: {reason['detail']}"
     return (
         f"stopped by {signal_name}: the job was stopped (docker stop, a Batch cancel or "
         "terminate, the job timeout or a spot reclaim); rerun it with the same RUN_ID"
@@ -104,6 +107,9 @@ class _Guard:
         self.previous_wakeup_fd = -1
         self.sockets: tuple[socket.socket, socket.socket] | None = None
         self.preexisting_children = _child_pids()
+        #: Why the stop was asked for in-process (:func:`request_stop`): None for a signal
+        #: from outside (Batch, docker stop, Ctrl-C).
+        self.reason: dict[str, Any] | None = None
 
     # -- arming ------------------------------------------------------------------------------
 
@@ -319,6 +325,24 @@ def track(stage: Callable[[], str | None], writer: ExpiryWriter | None) -> None:
     if _guard:
         _guard.stage, _guard.expiry_writer = stage, writer
         _guard.sealed = _guard.failing = False
+        _guard.reason = None
+
+
+def request_stop(kind: str, detail: str) -> bool:
+    """Stop the run in progress exactly as SIGTERM does (same handler, same record), saying
+    why: ``kind`` (e.g. ``timeout``) goes to run.json's ``stop``, ``detail`` into the error.
+    Callable from any thread (a study's timer); False when no run can be stopped here."""
+    guard = _guard
+    if guard is None or guard.pid != os.getpid() or guard.sealed or guard.disarmed:
+        return False
+    guard.reason = {"kind": kind, "detail": detail}
+    os.kill(os.getpid(), signal.SIGTERM)
+    return True
+
+
+def stop_reason() -> dict[str, Any] | None:
+    """What :func:`request_stop` said, once it stopped the run; None for an outside stop."""
+    return dict(_guard.reason) if _guard is not None and _guard.reason else None
 
 
 @contextmanager
