@@ -151,9 +151,8 @@ def test_a_stop_at_any_point_of_a_kilosort4_run_exits_130_then_a_rerun_completes
     rerun = results["rerun"]
     assert rerun["exit_code"] == 0, rerun["log"][-3000:]
     assert rerun["record"]["status"] == "succeeded"
-    accuracy = score(_load(out / RUN_ID / "sorting"), truth.load_sorting(), _recording(truth.nwb))[
-        "mean_accuracy"
-    ]
+    scored = score(_load(out / RUN_ID / "sorting"), truth.load_sorting(), _recording(truth.nwb))
+    accuracy = scored.summary["accuracy"]
     print(
         f"stop latency over {len(latencies)} stops: median {statistics.median(latencies):.2f} s,"
         f" worst {max(latencies):.2f} s; rerun accuracy {accuracy:.3f}"
