@@ -21,7 +21,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     # hangs (on a library's thread). In-process callers get theirs back afterwards.
     process_entrypoint = environ is None
     environ = os.environ if environ is None else environ
-    mine = stop.install(stop.parse_grace(environ))
+    mine = stop.install(stop.parse_grace(environ), owns_process=process_entrypoint)
     try:
         try:
             from spikebatch.worker.pipeline import main as pipeline_main

@@ -99,6 +99,9 @@ class _Guard:
         self.failing = False  # the failure path has begun: a second signal must not cut it
         self.sealed = False  # a final record is written: nothing overwrites it
         self.disarmed = False  # uninstalled: an in-process caller goes on after the run
+        #: Installed by the process's entrypoint: the watchdog may end the process. Otherwise
+        #: (a study, ``make demo``, tests) it writes the record and interrupts, never exits.
+        self.owns_process = False
         self.write_lock = threading.Lock()
         self.arm_lock = threading.Lock()
         self.expiry_writer: ExpiryWriter | None = None
@@ -155,8 +158,8 @@ class _Guard:
     def _watch(self) -> None:
         assert self.stopped_at is not None
         time.sleep(max(0.0, self.stopped_at + self.grace_s - time.monotonic()))
-        if self.disarmed:
-            return
+        if self.disarmed or (self.sealed and not self.owns_process):
+            return  # in-process: the run's failure path is done, its caller goes on
         name = self.signal_name or "SIGTERM"
         stage = self.stage() or "config"
         message = stop_message(name)
@@ -180,8 +183,22 @@ class _Guard:
 
             threading.Thread(target=write, name="spikebatch-stop-record", daemon=True).start()
             done.wait(WRITE_TIMEOUT_S)
+        if not self.owns_process:
+            self._keep_interrupting()
+            return
         _say(f"spikebatch-worker: failed in {stage}: {message}")
         os._exit(int(ExitCode.INTERRUPTED))
+
+    def _keep_interrupting(self) -> None:
+        """In a process that is not the run's alone (a study, a test), the record is written but
+        the process is not ended: the stop is raised in the main thread again, each second,
+        until the run returns (its record stays the watchdog's: sealed)."""
+        import _thread
+
+        while not self.disarmed and _guard is self:
+            self.failing = False  # let the handler raise again
+            _thread.interrupt_main(signal.SIGTERM)
+            time.sleep(1.0)
 
 
 _guard: _Guard | None = None
@@ -226,13 +243,14 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def install(grace_s: float = DEFAULT_GRACE_S) -> bool:
+def install(grace_s: float = DEFAULT_GRACE_S, *, owns_process: bool = False) -> bool:
     """Install the handlers and the wakeup listener (main thread only); False if already
     installed in this process or not possible here (another thread)."""
     global _guard, _fork_hook_registered
     if (_guard is not None and _guard.pid == os.getpid()) or not _in_main_thread():
         return False
     guard = _Guard(grace_s)
+    guard.owns_process = owns_process
     _adopt_orphans()
     reader, writer = socket.socketpair()
     writer.setblocking(False)
@@ -336,7 +354,13 @@ def request_stop(kind: str, detail: str) -> bool:
     if guard is None or guard.pid != os.getpid() or guard.sealed or guard.disarmed:
         return False
     guard.reason = {"kind": kind, "detail": detail}
-    os.kill(os.getpid(), signal.SIGTERM)
+    import _thread
+
+    # No OS signal: once the handler is gone (the run just ended) this does nothing, where a
+    # real SIGTERM would end the whole process. Armed here, as a signal's wakeup would.
+    if guard.arm("SIGTERM"):
+        _log(f"stop requested ({kind}): stopping")
+    _thread.interrupt_main(signal.SIGTERM)
     return True
 
 
