@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -11,9 +12,18 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from spikebatch.cli.app import _domain_errors, err, out
+from spikebatch.cli.app import (
+    DEFAULT_STACK_NAME,
+    RegionOpt,
+    StackOpt,
+    _deployed_stack,
+    _domain_errors,
+    err,
+    out,
+)
 from spikebatch.cli.estimates import RecordingSize, estimate_runs
 from spikebatch.contract import DEFAULT_DANDI_API_URL, Env
+from spikebatch.control.submission import Deployment
 from spikebatch.pages import fmt_number, fmt_usd
 from spikebatch.study.cases import Case, DigestCache, check_with_worker, make_cases
 from spikebatch.study.cases import resolve_recordings as resolve
@@ -30,7 +40,12 @@ SpecArg = Annotated[
     Path, typer.Argument(exists=True, dir_okay=False, help="Study spec (YAML or JSON).")
 ]
 LocalOpt = Annotated[
-    bool, typer.Option("--local", help="Run (or read) the cases on this machine, in this process.")
+    bool,
+    typer.Option(
+        "--local",
+        help="Run (or read) the cases on this machine, in this process; without it: on the "
+        "deployed stack's AWS Batch (one array job per sorter entry).",
+    ),
 ]
 OutOpt = Annotated[
     Path | None,
@@ -65,12 +80,34 @@ def _local_states(spec: StudySpec, cases: list[Case], folder: Path) -> list[Case
     return local_states(spec, cases, runs_uri(folder))
 
 
-def _state_text(state: CaseState) -> str:
+@dataclass(frozen=True, slots=True)
+class _OnAws:
+    """Where an AWS study's cases live: the stack's deployment and its results prefix."""
+
+    deployment: Deployment
+    region: str | None
+
+    @property
+    def output_uri(self) -> str:
+        return self.deployment.output_uri(None)
+
+
+def _on_aws(stack_name: str, region: str | None) -> _OnAws:
+    return _OnAws(_deployed_stack(stack_name, region).deployment(), region)
+
+
+def _aws_states(spec: StudySpec, cases: list[Case], where: _OnAws) -> list[CaseState]:
+    from spikebatch.study.batch import aws_states
+
+    return aws_states(spec, cases, where.output_uri, bucket=where.deployment.bucket)
+
+
+def _state_text(state: CaseState, *, on_aws: bool = False) -> str:
     if state.status == "pending":
         return {
             "new": "to run",
             "interrupted": "to run (was stopped)",
-            "running": "to run (left running)",
+            "running": "in flight" if on_aws else "to run (left running)",
             "stale": f"to run ({state.detail})",
         }.get(state.why or "new", "to run")
     if state.status == "succeeded":
@@ -79,7 +116,12 @@ def _state_text(state: CaseState) -> str:
 
 
 def _print_matrix(
-    spec: StudySpec, cases: list[Case], states: list[CaseState], *, accuracy: bool
+    spec: StudySpec,
+    cases: list[Case],
+    states: list[CaseState],
+    *,
+    accuracy: bool,
+    on_aws: bool = False,
 ) -> None:
     labels = list(dict.fromkeys(c.label for c in cases))
     table = Table(title=f"study {spec.name}", show_lines=False)
@@ -90,7 +132,9 @@ def _print_matrix(
     rows: dict[str, dict[str, str]] = {}
     studies: dict[str, str] = {}
     for case, state in zip(cases, states, strict=True):
-        text = _state_text(state) if not accuracy else state.status
+        text = _state_text(state, on_aws=on_aws) if not accuracy else state.status
+        if accuracy and on_aws and state.why == "running":
+            text = "in flight"
         summary = (
             ((state.record or {}).get("ground_truth") or {}).get("summary")
             if state.status == "succeeded"
@@ -145,15 +189,28 @@ def run(
     channels: Annotated[
         int, typer.Option("--channels", min=1, help="Channels per recording, for the estimate.")
     ] = 384,
+    stack_name: StackOpt = DEFAULT_STACK_NAME,
+    region: RegionOpt = None,
 ) -> None:
-    """Run every case without a result (content-cached: an unchanged study runs nothing)."""
+    """Run every case without a result (content-cached: an unchanged study runs nothing).
+
+    Without --local: submit them to the deployed stack, one Batch array job per sorter
+    entry; cases in flight (submitted, not ended) are not submitted again."""
     with _domain_errors():
         spec = load_spec(spec_file)
         folder = study_dir(spec, out_dir)
         if not local:
-            raise typer.BadParameter(
-                "studies run with --local for now; AWS submission is not built yet"
+            _run_on_aws(
+                spec,
+                folder,
+                _on_aws(stack_name, region),
+                only=only,
+                dry_run=dry_run,
+                rerun=rerun,
+                rerun_failed=rerun_failed,
+                channels=channels,
             )
+            return
         cases = _cases(spec, folder, only)
         check_with_worker(spec, cases)
         states = _local_states(spec, cases, folder)
@@ -169,6 +226,54 @@ def run(
             )
             return
         _run_local(spec, cases, states, folder, rerun=rerun, rerun_failed=rerun_failed)
+
+
+def _run_on_aws(
+    spec: StudySpec,
+    folder: Path,
+    where: _OnAws,
+    *,
+    only: Sequence[str] | None,
+    dry_run: bool,
+    rerun: bool,
+    rerun_failed: bool,
+    channels: int,
+) -> None:
+    from spikebatch.study.batch import describe_plan, plan_study, should_submit, submit_study
+
+    cases = _cases(spec, folder, only)
+    check_with_worker(spec, cases)
+    states = _aws_states(spec, cases, where)
+    todo = [should_submit(s, rerun=rerun, rerun_failed=rerun_failed) for s in states]
+    in_flight = sum(1 for s, t in zip(states, todo, strict=True) if not t and s.why == "running")
+    plans = plan_study(spec, cases, todo, where.deployment)
+    if dry_run:
+        _print_matrix(spec, cases, states, accuracy=False, on_aws=True)
+        _estimate(cases, todo, channels)
+        for plan in plans:
+            job = describe_plan(plan)
+            out.print(
+                f"would submit {job['run_id']}: {job['children']} case(s) on "
+                f"{job['job_queue']} ({job['job_definition']}), timeout {job['timeout_s']} s",
+                markup=False,
+            )
+        return
+    if not plans:
+        out.print(
+            f"nothing to submit: of {len(cases)} case(s) of {spec.name}, {in_flight} in flight, "
+            "the others have a result (--rerun, --rerun-failed to run them again)",
+            markup=False,
+        )
+        return
+    jobs = submit_study(plans, where.deployment, region=where.region)
+    for plan, job in zip(plans, jobs, strict=True):
+        kind = f"array job of {len(plan.runs)}" if plan.is_array else "job"
+        out.print(f"Submitted {plan.run_id} ({kind}): Batch job {job.job_id}", markup=False)
+    out.print(
+        f"{sum(todo)} of {len(cases)} case(s) submitted ({in_flight} in flight left alone), "
+        f"results under {where.output_uri}/. Follow: spikebatch study status SPEC",
+        markup=False,
+    )
 
 
 def _run_local(
@@ -234,38 +339,59 @@ def spec_file_hint(folder: Path) -> str:
 
 
 @study_app.command("status")
-def status(spec_file: SpecArg, local: LocalOpt = False, out_dir: OutOpt = None) -> None:
+def status(
+    spec_file: SpecArg,
+    local: LocalOpt = False,
+    out_dir: OutOpt = None,
+    stack_name: StackOpt = DEFAULT_STACK_NAME,
+    region: RegionOpt = None,
+) -> None:
     """The matrix: a row per recording, a column per sorter label, state and accuracy."""
     with _domain_errors():
         spec = load_spec(spec_file)
         folder = study_dir(spec, out_dir)
         if not local:
-            raise typer.BadParameter("study status reads local studies (--local) for now")
+            where = _on_aws(stack_name, region)
+            cases = _cases(spec, folder)
+            states = _aws_states(spec, cases, where)
+            _print_matrix(spec, cases, states, accuracy=True, on_aws=True)
+            return
         cases = _cases(spec, folder)
         _print_matrix(spec, cases, _local_states(spec, cases, folder), accuracy=True)
 
 
 @study_app.command("results")
-def results(spec_file: SpecArg, local: LocalOpt = False, out_dir: OutOpt = None) -> None:
-    """Collect what has finished into DIR/study.json, DIR/units.csv and DIR/index.html."""
+def results(
+    spec_file: SpecArg,
+    local: LocalOpt = False,
+    out_dir: OutOpt = None,
+    stack_name: StackOpt = DEFAULT_STACK_NAME,
+    region: RegionOpt = None,
+) -> None:
+    """Collect what has finished into DIR/study.json, DIR/units.csv and DIR/index.html
+    (without --local: from the stack's results bucket)."""
     with _domain_errors():
         from spikebatch.study.local import log_path
         from spikebatch.study.results import collect, write_results
 
         spec = load_spec(spec_file)
         folder = study_dir(spec, out_dir)
-        if not local:
-            raise typer.BadParameter("study results reads local studies (--local) for now")
+        where = None if local else _on_aws(stack_name, region)  # the region, before any S3
         cases = _cases(spec, folder)
-        states = _local_states(spec, cases, folder)
-        uri = runs_uri(folder)
+        if where is None:
+            states = _local_states(spec, cases, folder)
+            uri = runs_uri(folder)
 
-        def log_uri(case: Case) -> str | None:
-            path = log_path(folder, case)
-            return path.as_uri() if path.is_file() else None
+            def log_uri(case: Case) -> str | None:
+                path = log_path(folder, case)
+                return path.as_uri() if path.is_file() else None
 
-        collected = collect(spec, cases, states, uri, log_uri=log_uri)
-        page = write_results(collected, folder, links_relative_to=uri)
+            collected = collect(spec, cases, states, uri, log_uri=log_uri)
+            page = write_results(collected, folder, links_relative_to=uri)
+        else:
+            states = _aws_states(spec, cases, where)
+            collected = collect(spec, cases, states, where.output_uri)
+            page = write_results(collected, folder, links_relative_to=None)
         finished = sum(1 for c in collected.cases if c["status"] != "pending")
         out.print(
             f"{finished} of {len(cases)} case(s) finished -> {folder}/study.json, units.csv, {page}",

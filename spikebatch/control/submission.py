@@ -14,7 +14,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -33,6 +33,7 @@ from spikebatch.contract import (
 from spikebatch.control.idempotency import Claim
 from spikebatch.control.records import now, put_records
 from spikebatch.control.request import (
+    MAX_ARRAY_SIZE,
     FieldError,
     JobRequest,
     RequestError,
@@ -261,7 +262,12 @@ def _refuse_what_fits_nowhere(
     )
     errors = []
     for run in runs:
-        key = run.input_env.get(Env.DANDI_ASSET_PATH.value) or request.input_uri or ""
+        key = (
+            run.input_env.get(Env.DANDI_ASSET_PATH.value)
+            or run.input_env.get(Env.INPUT_URI.value)
+            or request.input_uri
+            or ""
+        )
         size = input_sizes.get(key)
         why = size and scratch.refusal(
             size,
@@ -290,19 +296,106 @@ def plan_submission(
     ``input_sizes`` (asset path or input URI -> bytes, where known) lets it refuse a
     recording that no instance type of the stack can hold on its scratch volume.
     """
-    if deployment.limits is not None:  # re-check: the request may come from a file or flags
-        request = parse_request(request.model_dump(exclude_unset=True), limits=deployment.limits)
+    request = _within_limits(request, deployment)
     if request.input_uri is not None and request.input_uri.startswith("file://"):
-        raise RequestError(
-            [FieldError("input_uri", "a file:// URI is local; Batch jobs read s3:// or https://")]
-        )
+        raise RequestError([FieldError("input_uri", _FILE_URI)])
     runs = _runs(request, assets)
     if input_sizes:
         _refuse_what_fits_nowhere(request, runs, deployment, input_sizes)
     output_uri = deployment.output_uri(request.output_prefix)
     env = _common_env(request, deployment.dandi_api_url, output_uri)
+    run_id = _array_run_id(request, runs) if len(runs) > 1 else runs[0].run_id
+    return _plan(request, deployment, runs, env, run_id=run_id, output_uri=output_uri)
+
+
+_FILE_URI = "a file:// URI is local; Batch jobs read s3:// or https://"
+#: The variables that name a run's input; :func:`plan_runs` takes them from each run.
+_SOURCE_VARS = (
+    Env.INPUT_URI.value,
+    Env.DANDISET_ID.value,
+    Env.DANDISET_VERSION.value,
+    Env.DANDI_ASSET_PATH.value,
+)
+
+
+def _within_limits(request: JobRequest, deployment: Deployment) -> JobRequest:
+    if deployment.limits is None:
+        return request
+    # re-check: the request may come from a file or flags
+    return parse_request(request.model_dump(exclude_unset=True), limits=deployment.limits)
+
+
+def planned_run(
+    request: JobRequest, *, run_id: str, extra_env: Mapping[str, str] | None = None
+) -> PlannedRun:
+    """The one recording of ``request`` as a run that carries its whole source (and
+    ``extra_env``, e.g. GROUND_TRUTH) in its own environment, under ``run_id``: for
+    :func:`plan_runs`, whose runs may come from different dandisets or URIs."""
+    [run] = _runs(request, None)
+    env = dict(run.input_env)
+    if request.dandiset_id is not None:
+        env[Env.DANDISET_ID.value] = request.dandiset_id
+        env[Env.DANDISET_VERSION.value] = request.version
+    return PlannedRun(run_id, run.source, env | dict(extra_env or {}))
+
+
+def plan_runs(
+    request: JobRequest,
+    deployment: Deployment,
+    runs: Sequence[PlannedRun],
+    *,
+    run_id: str,
+    attempt_timeout_s: float | None = None,
+    input_sizes: Mapping[str, int] | None = None,
+) -> SubmissionPlan:
+    """One job (several runs: one array job under ``run_id``) with ``request``'s sorter,
+    settings and resources, where each run brings its own input and extra environment
+    (:func:`planned_run`); ``request``'s own input is not used. Studies submit each sorter
+    entry's recordings this way. ``attempt_timeout_s`` replaces ``resources.timeout_hours``.
+    """
+    request = _within_limits(request, deployment)
+    if not runs:
+        raise RequestError([FieldError("assets", "nothing to submit")])
+    if len(runs) > MAX_ARRAY_SIZE:
+        raise RequestError(
+            [FieldError("assets", f"{len(runs)} runs; an array job holds {MAX_ARRAY_SIZE}")]
+        )
+    bad = [r.source for r in runs if r.input_env.get(Env.INPUT_URI.value, "").startswith("file:")]
+    if bad:
+        raise RequestError([FieldError("input_uri", f"{bad[0]}: {_FILE_URI}")])
+    array = len(runs) > 1
+    runs = [replace(r, array_index=i if array else None) for i, r in enumerate(runs)]
+    if input_sizes:
+        _refuse_what_fits_nowhere(request, runs, deployment, input_sizes)
+    output_uri = deployment.output_uri(request.output_prefix)
+    env = _common_env(request, deployment.dandi_api_url, output_uri)
+    for var in _SOURCE_VARS:
+        env.pop(var, None)
+    if any(Env.DANDISET_ID.value in r.input_env for r in runs):
+        env.setdefault(Env.DANDI_API_URL.value, deployment.dandi_api_url)
+    return _plan(
+        request,
+        deployment,
+        runs,
+        env,
+        run_id=run_id if array else runs[0].run_id,
+        output_uri=output_uri,
+        attempt_timeout_s=attempt_timeout_s,
+    )
+
+
+def _plan(
+    request: JobRequest,
+    deployment: Deployment,
+    runs: list[PlannedRun],
+    env: dict[str, str],
+    *,
+    run_id: str,
+    output_uri: str,
+    attempt_timeout_s: float | None = None,
+) -> SubmissionPlan:
+    """The SubmitJob request (and, for several runs, the array manifest)."""
     is_array = len(runs) > 1
-    run_id = _array_run_id(request, runs) if is_array else runs[0].run_id
     manifest_key = manifest = None
     if is_array:
         manifest = [{**run.input_env, Env.RUN_ID.value: run.run_id} for run in runs]
@@ -311,6 +404,8 @@ def plan_submission(
     else:
         env.update(runs[0].input_env)
         env[Env.RUN_ID.value] = run_id
+    if attempt_timeout_s is None:
+        attempt_timeout_s = request.resources.timeout_hours * 3600
     kwargs: dict[str, Any] = {
         "jobName": batch_job_name(run_id),
         "jobQueue": (
@@ -324,7 +419,7 @@ def plan_submission(
         "containerOverrides": {
             "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
         },
-        "timeout": {"attemptDurationSeconds": max(60, int(request.resources.timeout_hours * 3600))},
+        "timeout": {"attemptDurationSeconds": max(60, int(attempt_timeout_s))},
         "tags": {RUN_ID_TAG: run_id},
         "propagateTags": True,
     }
