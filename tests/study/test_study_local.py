@@ -43,6 +43,9 @@ def ran(tmp_path_factory, recordings):
     with patched_sorter() as stand_in:
         code, output = _study("run", str(spec), "--local", "--out", str(out))
     assert code == 0, output
+    # study.json for every test of the module, whichever worker (xdist) runs it
+    code, output = _study("results", str(spec), "--local", "--out", str(out))
+    assert code == 0, output
     return spec, out, list(stand_in.sorted)
 
 
