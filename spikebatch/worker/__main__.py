@@ -21,9 +21,10 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     # hangs (on a library's thread). In-process callers get theirs back afterwards.
     process_entrypoint = environ is None
     environ = os.environ if environ is None else environ
-    mine = stop.install(stop.parse_grace(environ), owns_process=process_entrypoint)
+    mine = False
     try:
         try:
+            mine = stop.install(stop.parse_grace(environ), owns_process=process_entrypoint)
             from spikebatch.worker.pipeline import main as pipeline_main
         except Interrupted as exc:  # while importing: no run id yet, so no record
             print(f"spikebatch-worker: failed in config: {exc}", file=sys.stderr)

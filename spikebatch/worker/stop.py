@@ -255,8 +255,6 @@ def install(grace_s: float = DEFAULT_GRACE_S, *, owns_process: bool = False) -> 
     reader, writer = socket.socketpair()
     writer.setblocking(False)
     guard.sockets = (reader, writer)
-    guard.previous_wakeup_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    guard.previous_handlers = {s: signal.signal(s, guard.handle) for s in STOP_SIGNALS}
     threading.Thread(
         target=guard.listen, args=(reader,), name="spikebatch-stop-listener", daemon=True
     ).start()
@@ -264,6 +262,11 @@ def install(grace_s: float = DEFAULT_GRACE_S, *, owns_process: bool = False) -> 
     if not _fork_hook_registered:
         os.register_at_fork(after_in_child=_forget_in_child)
         _fork_hook_registered = True
+    # The handlers last: a stop from here on finds everything in place.
+    guard.previous_wakeup_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    guard.previous_handlers = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, guard.handle)
     return True
 
 
