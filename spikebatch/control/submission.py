@@ -164,7 +164,9 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _run_id(request: JobRequest, source: str) -> str:
+def request_run_id(request: JobRequest, source: str, *, content: str | None = None) -> str:
+    """The run id of ``request`` sorting ``source``: the one derivation for submissions and
+    study cases (``content``, a recording's identity, keys a study's cache)."""
     return derive_run_id(
         source=source,
         sorter=request.sorter,
@@ -173,13 +175,14 @@ def _run_id(request: JobRequest, source: str) -> str:
         max_duration_s=request.max_duration_s,
         electrical_series_path=request.electrical_series_path,
         sort_by_group=request.sort_by_group,
+        content=content,
     )
 
 
 def _runs(request: JobRequest, assets: Sequence[str] | None) -> list[PlannedRun]:
     if request.input_uri is not None:
         env = {Env.INPUT_URI.value: request.input_uri}
-        return [PlannedRun(_run_id(request, request.input_uri), request.input_uri, env)]
+        return [PlannedRun(request_run_id(request, request.input_uri), request.input_uri, env)]
     paths = list(request.assets or assets or [])
     if not paths:
         raise RequestError(
@@ -197,7 +200,9 @@ def _runs(request: JobRequest, assets: Sequence[str] | None) -> list[PlannedRun]
     for index, path in enumerate(paths):
         source = dandi_source(request.dandiset_id, request.version, path)
         env = {Env.DANDI_ASSET_PATH.value: path}
-        runs.append(PlannedRun(_run_id(request, source), source, env, index if array else None))
+        runs.append(
+            PlannedRun(request_run_id(request, source), source, env, index if array else None)
+        )
     return runs
 
 
@@ -245,7 +250,7 @@ def _resources(request: JobRequest) -> list[dict[str, str]]:
 
 def _array_run_id(request: JobRequest, runs: list[PlannedRun]) -> str:
     digest = hashlib.sha256("\n".join(r.source for r in runs).encode()).hexdigest()[:8]
-    return _run_id(request, f"dandiset-{request.dandiset_id}-{len(runs)}-assets-{digest}")
+    return request_run_id(request, f"dandiset-{request.dandiset_id}-{len(runs)}-assets-{digest}")
 
 
 def _refuse_what_fits_nowhere(

@@ -29,12 +29,11 @@ from spikebatch.contract import (
     DEFAULT_DANDI_API_URL,
     Env,
     dandi_source,
-    derive_run_id,
     run_results_uri,
 )
 from spikebatch.control.dandi_assets import DandiAsset, get_assets, glob_assets
 from spikebatch.control.request import JobRequest, parse_request
-from spikebatch.control.submission import local_environment
+from spikebatch.control.submission import local_environment, request_run_id
 from spikebatch.study.spec import OWN_UNITS, RecordingEntry, SorterEntry, StudySpec, StudySpecError
 
 DIGESTS_FILE = ".digests.json"
@@ -221,16 +220,7 @@ def make_cases(
     for recording in recordings:
         for entry in entries:
             request = parse_request(recording.inputs | entry.request_fields())
-            run_id = derive_run_id(
-                source=recording.source,
-                sorter=request.sorter,
-                sorter_params=request.sorter_params,
-                preprocessing=request.preprocessing,
-                max_duration_s=request.max_duration_s,
-                electrical_series_path=request.electrical_series_path,
-                sort_by_group=request.sort_by_group,
-                content=recording.content,
-            )
+            run_id = request_run_id(request, recording.source, content=recording.content)
             cases.append(Case(recording, entry, request, run_id))
     return cases
 
