@@ -1,34 +1,89 @@
-"""Write the recordings ``examples/study-small.yaml`` sorts: two generated ground-truth NWB
-files whose truth is in their own units table (``ground_truth: units``)::
+"""Write the generated ground-truth recordings the example studies sort, each an NWB file
+whose truth is in its own units table (``ground_truth: units``)::
 
-    python -m spikebatch.study.example_recordings examples/recordings
+    python -m spikebatch.study.example_recordings examples/recordings                  # small
+    python -m spikebatch.study.example_recordings examples/recordings --set preprocessing
 
-gives ``examples/recordings/rec1/ground_truth.nwb`` and ``rec2/ground_truth.nwb`` (30 s x 32
-channels, 10 units; different seeds). Needs the worker extra (SpikeInterface, neuroconv).
+``small`` (``examples/study-small.yaml``): ``rec1`` and ``rec2``, 30 s x 32 channels, 10 units,
+two seeds. ``preprocessing`` (``examples/study-preprocessing.yaml``, the study that chose
+Kilosort's default CPU preprocessing): recordings that differ in every way the choice could
+depend on (channel count 32-384, unit count and density, noise, firing rate, drift, an ADC
+sample shift, two probes in one file), so a default is not chosen on one generated file.
+Needs the worker extra (SpikeInterface, neuroconv).
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from spikebatch.worker.simulate import GroundTruthSpec, write_ground_truth_nwb
 
+SMALL: dict[str, GroundTruthSpec] = {
+    f"rec{i}": GroundTruthSpec(duration_s=30.0, num_channels=32, num_units=10, seed=seed)
+    for i, seed in enumerate((11, 12), start=1)
+}
 
-def write_example_recordings(folder: Path, *, duration_s: float = 30.0) -> list[Path]:
+#: The preprocessing study's recordings (name -> spec); durations keep each Kilosort4 sort
+#: to minutes on a laptop CPU.
+PREPROCESSING: dict[str, GroundTruthSpec] = {
+    # The file the issue was found on: 32 channels, 10 units, 40 s.
+    "c32-u10": GroundTruthSpec(duration_s=40.0, num_channels=32, num_units=10, seed=42),
+    # Noisier (10 uV vs 5), another seed.
+    "c32-u10-noisy": GroundTruthSpec(
+        duration_s=30.0, num_channels=32, num_units=10, seed=101, noise_uv=10.0
+    ),
+    # Few, slow units: little for a whitening/CAR estimate to go on.
+    "c32-u5-slow": GroundTruthSpec(
+        duration_s=40.0, num_channels=32, num_units=5, seed=102, firing_rate_hz=5.0
+    ),
+    # Denser units on a 4-column probe.
+    "c64-u25-4col": GroundTruthSpec(
+        duration_s=30.0,
+        num_channels=64,
+        num_units=25,
+        seed=103,
+        num_columns=4,
+        min_unit_distance_um=30.0,
+    ),
+    # A drifting probe: 40 um zigzag over the recording.
+    "c64-u15-drift": GroundTruthSpec(
+        duration_s=30.0, num_channels=64, num_units=15, seed=104, drift_um=40.0
+    ),
+    "c128-u30": GroundTruthSpec(
+        duration_s=20.0, num_channels=128, num_units=30, seed=105, noise_uv=7.0
+    ),
+    # Neuropixels-sized, with its ADC sample shift (the phase shift runs).
+    "c384-u60-np": GroundTruthSpec(
+        duration_s=20.0, num_channels=384, num_units=60, seed=106, inter_sample_shift=True
+    ),
+    # Two probes in one file: each sorted and scored against its own group's truth.
+    "2x32-u8": GroundTruthSpec(duration_s=30.0, num_channels=32, num_units=8, seed=107, n_probes=2),
+}
+
+SETS = {"small": SMALL, "preprocessing": PREPROCESSING}
+
+
+def write_example_recordings(
+    folder: Path, *, which: str = "small", duration_s: float | None = None
+) -> list[Path]:
+    """Write set ``which`` under ``folder/<name>/ground_truth.nwb``; ``duration_s`` overrides."""
     written = []
-    for i, seed in enumerate((11, 12), start=1):
-        spec = GroundTruthSpec(duration_s=duration_s, num_channels=32, num_units=10, seed=seed)
-        written.append(write_ground_truth_nwb(folder / f"rec{i}", spec, units_table=True).nwb)
+    for name, spec in SETS[which].items():
+        if duration_s is not None:
+            spec = replace(spec, duration_s=duration_s)
+        written.append(write_ground_truth_nwb(folder / name, spec, units_table=True).nwb)
     return written
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folder", type=Path, help="where rec1/ and rec2/ go (examples/recordings)")
-    parser.add_argument("--duration-s", type=float, default=30.0, help="seconds per recording")
+    parser.add_argument("folder", type=Path, help="where the recordings go (examples/recordings)")
+    parser.add_argument("--set", dest="which", choices=sorted(SETS), default="small")
+    parser.add_argument("--duration-s", type=float, help="seconds per recording (set's own)")
     args = parser.parse_args()
-    for path in write_example_recordings(args.folder, duration_s=args.duration_s):
+    for path in write_example_recordings(args.folder, which=args.which, duration_s=args.duration_s):
         print(path)
 
 

@@ -46,6 +46,9 @@ class GroundTruthSpec:
     #: Closest two units may sit (um). SpikeInterface's default of 20 um on a 20 um-pitch probe
     #: makes pairs no sorter separates; 40 um keeps the test about the pipeline, not the sorter.
     min_unit_distance_um: float = 40.0
+    #: Peak-to-peak probe motion (um, along the shank): a zigzag over the whole recording
+    #: (SpikeInterface's ``generate_drifting_recording``). 0: a static probe.
+    drift_um: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,32 +74,89 @@ def generate_recording(spec: GroundTruthSpec):
     from spikeinterface.core import generate_ground_truth_recording
     from spikeinterface.preprocessing import scale
 
-    recording, sorting = generate_ground_truth_recording(
-        durations=[spec.duration_s],
-        sampling_frequency=spec.sampling_frequency,
-        num_channels=spec.num_channels,
+    if spec.drift_um > 0:
+        recording, sorting = _generate_drifting(spec)
+    else:
+        recording, sorting = generate_ground_truth_recording(
+            durations=[spec.duration_s],
+            sampling_frequency=spec.sampling_frequency,
+            num_channels=spec.num_channels,
+            num_units=spec.num_units,
+            generate_probe_kwargs=dict(
+                num_columns=spec.num_columns,
+                xpitch=20,
+                ypitch=20,
+                contact_shapes="circle",
+                contact_shape_params={"radius": 6},
+            ),
+            generate_sorting_kwargs=dict(firing_rates=spec.firing_rate_hz, refractory_period_ms=4.0),
+            generate_unit_locations_kwargs=dict(
+                margin_um=10.0,
+                minimum_z=5.0,
+                maximum_z=50.0,
+                minimum_distance=spec.min_unit_distance_um,
+            ),
+            noise_kwargs=dict(noise_levels=spec.noise_uv, strategy="on_the_fly"),
+            seed=spec.seed,
+        )
+    as_int16 = scale(recording, gain=1.0 / GAIN_UV, offset=0.0, dtype="int16")
+    as_int16.set_channel_gains(GAIN_UV)
+    as_int16.set_channel_offsets(0.0)
+    return as_int16, sorting
+
+
+def _generate_drifting(spec: GroundTruthSpec):
+    """A drifting probe: the same probe layout and noise as the static case, units moving
+    ``drift_um`` peak to peak in a zigzag (period: the recording's length), from t = 0."""
+    from probeinterface import generate_multi_columns_probe
+    from spikeinterface.generation import generate_drifting_recording
+
+    per_column = -(-spec.num_channels // spec.num_columns)
+    probe = generate_multi_columns_probe(
+        num_columns=spec.num_columns,
+        num_contact_per_column=per_column,
+        xpitch=20,
+        ypitch=20,
+        contact_shapes="circle",
+        contact_shape_params={"radius": 6},
+    )
+    probe = probe.get_slice(np.arange(spec.num_channels))
+    probe.set_device_channel_indices(np.arange(spec.num_channels))
+    half = spec.drift_um / 2
+    _, drifting, sorting = generate_drifting_recording(
         num_units=spec.num_units,
-        generate_probe_kwargs=dict(
-            num_columns=spec.num_columns,
-            xpitch=20,
-            ypitch=20,
-            contact_shapes="circle",
-            contact_shape_params={"radius": 6},
-        ),
-        generate_sorting_kwargs=dict(firing_rates=spec.firing_rate_hz, refractory_period_ms=4.0),
+        duration=spec.duration_s,
+        sampling_frequency=spec.sampling_frequency,
+        probe=probe,
         generate_unit_locations_kwargs=dict(
             margin_um=10.0,
             minimum_z=5.0,
             maximum_z=50.0,
             minimum_distance=spec.min_unit_distance_um,
+            max_iteration=100,
+            distance_strict=False,
+            distribution="uniform",
         ),
-        noise_kwargs=dict(noise_levels=spec.noise_uv, strategy="on_the_fly"),
+        generate_displacement_vector_kwargs=dict(
+            displacement_sampling_frequency=5.0,
+            drift_start_um=[0, half],
+            drift_stop_um=[0, -half],
+            drift_step_um=1,
+            motion_list=[
+                dict(
+                    drift_mode="zigzag",
+                    non_rigid_gradient=None,
+                    t_start_drift=0.0,
+                    t_end_drift=None,
+                    period_s=spec.duration_s,
+                )
+            ],
+        ),
+        generate_sorting_kwargs=dict(firing_rates=spec.firing_rate_hz, refractory_period_ms=4.0),
+        generate_noise_kwargs=dict(noise_levels=spec.noise_uv, spatial_decay=25.0),
         seed=spec.seed,
     )
-    as_int16 = scale(recording, gain=1.0 / GAIN_UV, offset=0.0, dtype="int16")
-    as_int16.set_channel_gains(GAIN_UV)
-    as_int16.set_channel_offsets(0.0)
-    return as_int16, sorting
+    return drifting, sorting
 
 
 def write_ground_truth_nwb(
