@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from spikebatch.cli.app import RegionOpt, StackOpt, _deployed_stack, _domain_errors, out
+from spikebatch.cli.common import RegionOpt, StackOpt, deployed_stack, domain_errors, out
 from spikebatch.cli.image import build_image, default_context, push_image, worker_image
 from spikebatch.control.stack_outputs import DEFAULT_STACK_NAME
 from spikebatch.worker_image import IMAGES
@@ -31,7 +31,7 @@ TagOpt = Annotated[
 
 
 def _push(local: str, sorter: str, stack_name: str, region: str | None) -> None:
-    stack = _deployed_stack(stack_name, region)
+    stack = deployed_stack(stack_name, region)
     repository = stack.outputs.get("WorkerRepositoryUri")
     if not repository:
         raise ValueError(f"stack {stack_name!r} has no WorkerRepositoryUri output; redeploy it")
@@ -70,7 +70,7 @@ def build(
     region: RegionOpt = None,
 ) -> None:
     """Build a worker image (the same Dockerfile cdk deploy builds, or the Kilosort4 one)."""
-    with _domain_errors():
+    with domain_errors():
         image = worker_image(sorter)
         built = build_image(
             image, tag=tag, context=context or default_context(), console=out, no_cache=no_cache
@@ -92,6 +92,6 @@ def push(
     region: RegionOpt = None,
 ) -> None:
     """Push a built worker image to the deployed stack's WorkerRepositoryUri (ECR)."""
-    with _domain_errors():
+    with domain_errors():
         image = worker_image(sorter)
         _push(tag or image.local_tag, image.name, stack_name, region)

@@ -6,18 +6,17 @@ from typing import Annotated
 
 import typer
 
-from spikebatch.cli.app import (
-    DEFAULT_STACK_NAME,
+from spikebatch.cli.common import (
     RegionOpt,
     StackOpt,
-    _deployed_stack,
-    _domain_errors,
+    deployed_stack,
+    domain_errors,
     err,
     out,
 )
 from spikebatch.control import failed_events
 from spikebatch.control.failed_events import FailedEvent, Redriven
-from spikebatch.control.stack_outputs import StackNotFoundError
+from spikebatch.control.stack_outputs import DEFAULT_STACK_NAME, StackNotFoundError
 
 
 def _line(item: FailedEvent | Redriven) -> None:
@@ -44,8 +43,8 @@ def redrive(
     Each event goes to the same function, through the same idempotent path, and is deleted
     from the queue only once the function has handled it.
     """
-    with _domain_errors():
-        stack = _deployed_stack(stack_name, region)
+    with domain_errors():
+        stack = deployed_stack(stack_name, region)
         names = ("FailedEventsQueueUrl", "SubmitFunctionName", "RunRecordFunctionName")
         missing = [n for n in names if n not in stack.outputs]
         if missing:

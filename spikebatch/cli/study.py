@@ -12,17 +12,17 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from spikebatch.cli.app import (
-    DEFAULT_STACK_NAME,
+from spikebatch.cli.common import (
     RegionOpt,
     StackOpt,
-    _deployed_stack,
-    _domain_errors,
+    deployed_stack,
+    domain_errors,
     err,
     out,
 )
 from spikebatch.cli.estimates import RecordingSize, estimate_runs
 from spikebatch.contract import DEFAULT_DANDI_API_URL, Env
+from spikebatch.control.stack_outputs import DEFAULT_STACK_NAME
 from spikebatch.control.submission import Deployment
 from spikebatch.pages import fmt_number, fmt_usd
 from spikebatch.study.cases import Case, DigestCache, check_with_worker, make_cases
@@ -93,7 +93,7 @@ class _OnAws:
 
 
 def _on_aws(stack_name: str, region: str | None) -> _OnAws:
-    return _OnAws(_deployed_stack(stack_name, region).deployment(), region)
+    return _OnAws(deployed_stack(stack_name, region).deployment(), region)
 
 
 def _aws_states(spec: StudySpec, cases: list[Case], where: _OnAws) -> list[CaseState]:
@@ -196,7 +196,7 @@ def run(
 
     Without --local: submit them to the deployed stack, one Batch array job per sorter
     entry; cases in flight (submitted, not ended) are not submitted again."""
-    with _domain_errors():
+    with domain_errors():
         spec = load_spec(spec_file)
         folder = study_dir(spec, out_dir)
         if not local:
@@ -347,7 +347,7 @@ def status(
     region: RegionOpt = None,
 ) -> None:
     """The matrix: a row per recording, a column per sorter label, state and accuracy."""
-    with _domain_errors():
+    with domain_errors():
         spec = load_spec(spec_file)
         folder = study_dir(spec, out_dir)
         if not local:
@@ -370,7 +370,7 @@ def results(
 ) -> None:
     """Collect what has finished into DIR/study.json, DIR/units.csv and DIR/index.html
     (without --local: from the stack's results bucket)."""
-    with _domain_errors():
+    with domain_errors():
         from spikebatch.study.local import log_path
         from spikebatch.study.results import collect, write_results
 
