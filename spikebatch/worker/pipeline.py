@@ -397,7 +397,6 @@ def _write_sorter_inputs(job: _Run, nwb: Path, parts: list[Any]) -> dict[str, An
             raw,
             settings.preprocessing,
             max_duration_s=settings.max_duration_s,
-            strict=not settings.preprocessing_is_default,
         )
         job.record["preprocessing"]["applied"] = applied
         job.record["input"]["sorted_duration_s"] = round(chain.get_total_duration(), 3)

@@ -69,12 +69,15 @@ def preprocess(
     steps: Mapping[str, Mapping[str, Any]] | None,
     *,
     max_duration_s: float | None = None,
-    strict: bool = False,
 ) -> tuple[Any, list[str]]:
     """Slice to ``max_duration_s``, then apply ``steps``; returns the recording and what was applied.
 
-    ``phase_shift`` needs the file's per-channel ``inter_sample_shift`` (Neuropixels): where it
-    is missing the step is skipped, unless ``strict`` (the user asked for it by name).
+    ``phase_shift`` undoes the per-channel ADC delays the file records (``inter_sample_shift``,
+    Neuropixels). A file that records none sampled its channels together: there is nothing to
+    undo, so the step is skipped (logged, and absent from what was applied), whether it came
+    from the sorter's default or was named, so that one spec serves every kind of file (a
+    study's entry, a campaign over mixed probes). A file known to have lost its shifts gets
+    them from the step's own ``inter_sample_shift`` kwarg.
     """
     applied: list[str] = []
     if max_duration_s is not None:
@@ -84,14 +87,13 @@ def preprocess(
         recording = recording.frame_slice(start_frame=0, end_frame=n_frames)
         applied.append(f"first {n_frames / recording.sampling_frequency:g} s")
     for step, kwargs in (steps or {}).items():
-        if step == "phase_shift" and recording.get_property("inter_sample_shift") is None:
-            if not strict:
-                log.info("preprocess: no inter_sample_shift in the file; skipping phase_shift")
-                continue
-            raise ValueError(
-                "PREPROCESSING: phase_shift needs the per-channel inter_sample_shift "
-                "(Neuropixels); this recording has none"
-            )
+        if (
+            step == "phase_shift"
+            and kwargs.get("inter_sample_shift") is None
+            and recording.get_property("inter_sample_shift") is None
+        ):
+            log.info("preprocess: the file records no inter_sample_shift; phase_shift skipped")
+            continue
         recording = _step_function(step)(recording, **kwargs)
         applied.append(f"{step}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})")
     log.info("preprocess: %s", "; ".join(applied) or "none")

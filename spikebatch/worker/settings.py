@@ -372,11 +372,6 @@ class WorkerSettings(BaseSettings):
         return ScoreParams(**{k: v for k, v in given.items() if v is not None})
 
     @property
-    def preprocessing_is_default(self) -> bool:
-        """True when PREPROCESSING is the sorter's default (not asked for by name)."""
-        return self.preprocessing == default_preprocessing(self.sorter)
-
-    @property
     def full_sorter_params(self) -> dict[str, Any]:
         """SpikeInterface's defaults overlaid with SORTER_PARAMS: what run.json records."""
         return {**_sorter_defaults(self.sorter), **self.sorter_params}

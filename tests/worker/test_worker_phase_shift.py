@@ -53,7 +53,7 @@ def test_the_sorter_input_equals_spikeinterface_s(shifted_source, tmp_path):
     from spikeinterface.core import write_binary_recording
 
     kwargs = {**job_kwargs(), "n_jobs": 1}
-    chain, applied = preprocess.preprocess(shifted_source, {"phase_shift": {}}, strict=True)
+    chain, applied = preprocess.preprocess(shifted_source, {"phase_shift": {}})
     assert applied == ["phase_shift()"]
     ours = preprocess.materialize(chain, tmp_path / "ours", kwargs)
     write_binary_recording(
@@ -65,13 +65,15 @@ def test_the_sorter_input_equals_spikeinterface_s(shifted_source, tmp_path):
     assert np.abs(ours.get_traces().astype(int) - theirs.astype(int)).max() <= 1
 
 
-def test_phase_shift_needs_the_shifts_unless_it_is_a_default(shifted_source):
+def test_phase_shift_is_skipped_where_the_file_records_no_shifts(shifted_source):
     bare = shifted_source.clone()
     bare.delete_property("inter_sample_shift")
-    _, applied = preprocess.preprocess(bare, {"phase_shift": {}})
-    assert applied == []  # skipped: the sorter's default asks for it only where it applies
-    with pytest.raises(ValueError, match="needs the per-channel inter_sample_shift"):
-        preprocess.preprocess(bare, {"phase_shift": {}}, strict=True)
+    steps = {"phase_shift": {}, "common_reference": {}}
+    _, applied = preprocess.preprocess(bare, steps)
+    assert applied == ["common_reference()"]  # channels sampled together: nothing to undo
+    shifts = list(shifted_source.get_property("inter_sample_shift"))
+    _, applied = preprocess.preprocess(bare, {"phase_shift": {"inter_sample_shift": shifts}})
+    assert applied == [f"phase_shift(inter_sample_shift={shifts!r})"]  # given by the job
 
 
 def test_float_output_equals_spikeinterface_s(shifted_source):

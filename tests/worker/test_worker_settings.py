@@ -113,7 +113,6 @@ def test_default_preprocessing_is_declared_per_sorter(sorter, expected):
     for unset in ({}, {"PREPROCESSING": ""}, {"PREPROCESSING": "{}"}):
         settings = WorkerSettings.from_env({**VALID, "SORTER": sorter, **unset})
         assert settings.preprocessing == expected
-        assert settings.preprocessing_is_default
     asked = WorkerSettings.from_env(
         {**VALID, "SORTER": sorter, "PREPROCESSING": json.dumps(FILTERED_PREPROCESSING)}
     )
