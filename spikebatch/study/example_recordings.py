@@ -30,9 +30,19 @@ SMALL: dict[str, GroundTruthSpec] = {
 PREPROCESSING: dict[str, GroundTruthSpec] = {
     # The file the issue was found on: 32 channels, 10 units, 40 s.
     "c32-u10": GroundTruthSpec(duration_s=40.0, num_channels=32, num_units=10, seed=42),
-    # Noisier (10 uV vs 5), another seed.
+    # The same probe with SpikeInterface's own unit spacing (20 um apart at closest, where
+    # ours keep 40 um): pairs of units that share channels, as on real probes.
+    "c32-u10-close": GroundTruthSpec(
+        duration_s=40.0, num_channels=32, num_units=10, seed=43, min_unit_distance_um=20.0
+    ),
+    # Noisier (10 uV vs 5), close units, another seed.
     "c32-u10-noisy": GroundTruthSpec(
-        duration_s=20.0, num_channels=32, num_units=10, seed=101, noise_uv=10.0
+        duration_s=20.0,
+        num_channels=32,
+        num_units=10,
+        seed=101,
+        noise_uv=10.0,
+        min_unit_distance_um=20.0,
     ),
     # Few, slow units: little for a whitening/CAR estimate to go on.
     "c32-u5-slow": GroundTruthSpec(
@@ -52,11 +62,21 @@ PREPROCESSING: dict[str, GroundTruthSpec] = {
         duration_s=20.0, num_channels=64, num_units=15, seed=104, drift_um=40.0
     ),
     "c128-u30": GroundTruthSpec(
-        duration_s=15.0, num_channels=128, num_units=30, seed=105, noise_uv=7.0
+        duration_s=15.0,
+        num_channels=128,
+        num_units=30,
+        seed=105,
+        noise_uv=7.0,
+        min_unit_distance_um=20.0,
     ),
     # Neuropixels-sized, with its ADC sample shift (the phase shift runs).
     "c384-u60-np": GroundTruthSpec(
-        duration_s=10.0, num_channels=384, num_units=60, seed=106, inter_sample_shift=True
+        duration_s=10.0,
+        num_channels=384,
+        num_units=60,
+        seed=106,
+        inter_sample_shift=True,
+        min_unit_distance_um=25.0,
     ),
     # Two probes in one file: each sorted and scored against its own group's truth.
     "2x32-u8": GroundTruthSpec(duration_s=20.0, num_channels=32, num_units=8, seed=107, n_probes=2),
