@@ -397,6 +397,14 @@ def results(
             f"{finished} of {len(cases)} case(s) finished -> {folder}/study.json, units.csv, {page}",
             markup=False,
         )
+        for label, standing in collected.as_json()["labels"].items():
+            if standing["worst_shortfall"] is not None:
+                out.print(
+                    f"{label}: mean accuracy {standing['mean_accuracy']:.3f}; worst shortfall "
+                    f"from the best {standing['worst_shortfall']:.3f} "
+                    f"({standing['worst_recording']}, of {standing['recordings_compared']})",
+                    markup=False,
+                )
 
 
 __all__ = ["StudySpecError", "study_app"]

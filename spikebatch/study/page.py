@@ -30,7 +30,7 @@ from spikebatch.pages import (
     table,
     tag,
 )
-from spikebatch.study.results import Collected
+from spikebatch.study.results import Collected, label_standings
 
 RATES = ("accuracy", "precision", "recall")
 COUNTS = ("well_detected", "false_positive", "redundant", "overmerged")
@@ -116,7 +116,9 @@ def per_recording_hour(cases: list[dict[str, Any]], key: str) -> float | None:
 
 def _summary_table(collected: Collected) -> Raw:
     rows = []
+    standings = label_standings(collected.cases)
     for label in _labels(collected):
+        standing = standings[label]
         scored = _scored(collected, label)
         mean = {
             r: _mean([c["ground_truth"][r] for c in scored if c["ground_truth"][r] is not None])
@@ -129,6 +131,7 @@ def _summary_table(collected: Collected) -> Raw:
                 label,
                 len(done),
                 *(fmt_number(mean[r]) for r in RATES),
+                _shortfall(standing),
                 *(counts[k] for k in COUNTS),
                 fmt_seconds(per_recording_hour(done, "run_time_s")),
                 fmt_usd(per_recording_hour(done, "cost_usd")),
@@ -140,6 +143,7 @@ def _summary_table(collected: Collected) -> Raw:
         "accuracy",
         "precision",
         "recall",
+        "worst shortfall from the best",
         "well detected",
         "false positive",
         "redundant",
@@ -148,6 +152,13 @@ def _summary_table(collected: Collected) -> Raw:
         "cost / rec-hour",
     ]
     return table(headers, rows, numeric=range(1, len(headers)))
+
+
+def _shortfall(standing: dict[str, Any]) -> str:
+    """``0.012 (rec3)``: how far below the best label this one fell, at worst, and where."""
+    if standing["worst_shortfall"] is None:
+        return ""
+    return f"{fmt_number(standing['worst_shortfall'])} ({standing['worst_recording']})"
 
 
 def _mean(values: list[float]) -> float | None:

@@ -57,7 +57,35 @@ class Collected:
     units: list[dict[str, Any]]
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "cases": self.cases}
+        return {"name": self.name, "cases": self.cases, "labels": label_standings(self.cases)}
+
+
+def label_standings(cases: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per sorter label: its mean accuracy and its worst **shortfall** from the best label on
+    any one recording (best accuracy there minus its own), over the recordings every label
+    has scored. A label whose worst shortfall is small is never much worse than the best
+    choice, on any recording: the rule a default is chosen by (README, "Studies").
+    """
+    labels = list(dict.fromkeys(c["label"] for c in cases))
+    accuracy: dict[str, dict[str, float]] = {}
+    for case in cases:
+        value = (case.get("ground_truth") or {}).get("accuracy")
+        if case["status"] == "succeeded" and value is not None:
+            accuracy.setdefault(case["recording"], {})[case["label"]] = float(value)
+    complete = {r: a for r, a in accuracy.items() if set(a) == set(labels)}
+    standings = {}
+    for label in labels:
+        gaps = {r: max(a.values()) - a[label] for r, a in complete.items()}
+        worst = max(gaps, key=lambda r: gaps[r], default=None)
+        mine = [a[label] for a in accuracy.values() if label in a]
+        standings[label] = {
+            "recordings_scored": len(mine),
+            "mean_accuracy": round(sum(mine) / len(mine), 4) if mine else None,
+            "recordings_compared": len(complete),
+            "worst_shortfall": round(gaps[worst], 4) if worst is not None else None,
+            "worst_recording": worst,
+        }
+    return standings
 
 
 def read_score(results_uri: str) -> dict[str, Any] | None:
