@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from spikebatch.cli.common import (
+    DandiUrlOpt,
     RegionOpt,
     StackOpt,
     deployed_stack,
@@ -63,8 +64,10 @@ def runs_uri(folder: Path) -> str:
     return (folder / "runs").as_uri()
 
 
-def _cases(spec: StudySpec, folder: Path, only: Sequence[str] | None = None) -> list[Case]:
-    api_url = os.environ.get(Env.DANDI_API_URL.value) or DEFAULT_DANDI_API_URL
+def _cases(
+    spec: StudySpec, folder: Path, api_url: str, only: Sequence[str] | None = None
+) -> list[Case]:
+    """The matrix, its DANDI recordings resolved on ``api_url`` (where the jobs will fetch)."""
     recordings = resolve(
         spec,
         api_url=api_url,
@@ -92,8 +95,19 @@ class _OnAws:
         return self.deployment.output_uri(None)
 
 
-def _on_aws(stack_name: str, region: str | None) -> _OnAws:
-    return _OnAws(deployed_stack(stack_name, region).deployment(), region)
+def _on_aws(stack_name: str, region: str | None, dandi_api_url: str | None) -> _OnAws:
+    """The deployed stack; its jobs fetch from ``dandi_api_url`` when given (else the stack's)."""
+    deployment = deployed_stack(stack_name, region).deployment()
+    if dandi_api_url:
+        deployment = replace(deployment, dandi_api_url=dandi_api_url)
+    return _OnAws(deployment, region)
+
+
+def _api_url(dandi_api_url: str | None, where: _OnAws | None) -> str:
+    """--dandi-api-url / DANDI_API_URL, else the stack's archive, else DANDI's."""
+    if dandi_api_url:
+        return dandi_api_url
+    return where.deployment.dandi_api_url if where is not None else DEFAULT_DANDI_API_URL
 
 
 def _aws_states(spec: StudySpec, cases: list[Case], where: _OnAws) -> list[CaseState]:
@@ -189,6 +203,7 @@ def run(
     channels: Annotated[
         int, typer.Option("--channels", min=1, help="Channels per recording, for the estimate.")
     ] = 384,
+    dandi_api_url: DandiUrlOpt = None,
     stack_name: StackOpt = DEFAULT_STACK_NAME,
     region: RegionOpt = None,
 ) -> None:
@@ -203,7 +218,7 @@ def run(
             _run_on_aws(
                 spec,
                 folder,
-                _on_aws(stack_name, region),
+                _on_aws(stack_name, region, dandi_api_url),
                 only=only,
                 dry_run=dry_run,
                 rerun=rerun,
@@ -211,7 +226,7 @@ def run(
                 channels=channels,
             )
             return
-        cases = _cases(spec, folder, only)
+        cases = _cases(spec, folder, _api_url(dandi_api_url, None), only)
         check_with_worker(spec, cases)
         states = _local_states(spec, cases, folder)
         todo = [should_run(s, rerun=rerun, rerun_failed=rerun_failed) for s in states]
@@ -241,7 +256,7 @@ def _run_on_aws(
 ) -> None:
     from spikebatch.study.batch import describe_plan, plan_study, should_submit, submit_study
 
-    cases = _cases(spec, folder, only)
+    cases = _cases(spec, folder, where.deployment.dandi_api_url, only)
     check_with_worker(spec, cases)
     states = _aws_states(spec, cases, where)
     todo = [should_submit(s, rerun=rerun, rerun_failed=rerun_failed) for s in states]
@@ -343,6 +358,7 @@ def status(
     spec_file: SpecArg,
     local: LocalOpt = False,
     out_dir: OutOpt = None,
+    dandi_api_url: DandiUrlOpt = None,
     stack_name: StackOpt = DEFAULT_STACK_NAME,
     region: RegionOpt = None,
 ) -> None:
@@ -350,13 +366,12 @@ def status(
     with domain_errors():
         spec = load_spec(spec_file)
         folder = study_dir(spec, out_dir)
-        if not local:
-            where = _on_aws(stack_name, region)
-            cases = _cases(spec, folder)
+        where = None if local else _on_aws(stack_name, region, dandi_api_url)
+        cases = _cases(spec, folder, _api_url(dandi_api_url, where))
+        if where is not None:
             states = _aws_states(spec, cases, where)
             _print_matrix(spec, cases, states, accuracy=True, on_aws=True)
             return
-        cases = _cases(spec, folder)
         _print_matrix(spec, cases, _local_states(spec, cases, folder), accuracy=True)
 
 
@@ -365,6 +380,7 @@ def results(
     spec_file: SpecArg,
     local: LocalOpt = False,
     out_dir: OutOpt = None,
+    dandi_api_url: DandiUrlOpt = None,
     stack_name: StackOpt = DEFAULT_STACK_NAME,
     region: RegionOpt = None,
 ) -> None:
@@ -376,8 +392,9 @@ def results(
 
         spec = load_spec(spec_file)
         folder = study_dir(spec, out_dir)
-        where = None if local else _on_aws(stack_name, region)  # the region, before any S3
-        cases = _cases(spec, folder)
+        # the region, before any S3
+        where = None if local else _on_aws(stack_name, region, dandi_api_url)
+        cases = _cases(spec, folder, _api_url(dandi_api_url, where))
         if where is None:
             states = _local_states(spec, cases, folder)
             uri = runs_uri(folder)

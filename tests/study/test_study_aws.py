@@ -18,9 +18,13 @@ from spikebatch.contract import apply_array_child, derive_run_id
 from spikebatch.study.cases import Case, make_cases, resolve_recordings
 from spikebatch.study.spec import load_spec
 from tests.submission.conftest import BUCKET, FakeStack, client
+from tests.submission.conftest import archive as archive
 from tests.submission.conftest import stack as stack
+from tests.support.dandi_server import FakeDandiArchive
 
 LABELS = ("tdc2", "sc2")
+#: The NWB sessions of the submission tests' archive (dandiset 000409), in path order.
+ASSETS = tuple(f"sub-{i}/sub-{i}_ecephys.nwb" for i in (1, 2, 3))
 
 
 @pytest.fixture
@@ -299,3 +303,39 @@ def test_file_recordings_cannot_go_to_batch(
     assert result.exit_code == 1
     assert "file:// URI is local" in result.stderr
     assert stack.jobs() == []
+
+
+def test_dandi_recordings_resolve_on_the_given_archive_and_their_jobs_fetch_from_it(
+    stack: FakeStack, archive: FakeDandiArchive, tmp_path: Path
+) -> None:
+    """One asset by path and a glob (read page by page: the archive pages by 2) of dandiset
+    000409: each child fetches its own asset from the archive the cases were resolved on, and
+    its run id carries the asset's id (immutable bytes), not only its path."""
+    document = {
+        "name": "dandi",
+        "recordings": [
+            {"name": "one", "study": "s", "dandiset_id": "000409", "asset": ASSETS[0]},
+            {"name": "all", "study": "s", "dandiset_id": "000409", "asset_glob": "sub-*/*.nwb"},
+        ],
+        "sorters": [{"name": "tridesclous2", "label": "tdc2"}],
+    }
+    spec_file = tmp_path / "dandi.yaml"
+    spec_file.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    result = study("run", spec_file, "--out", tmp_path / "out", "--dandi-api-url", archive.api_url)
+
+    assert result.exit_code == 0, result.output
+    assert "4 of 4 case(s) submitted" in result.output
+    [job] = stack.jobs()
+    assert env_of(job)["DANDI_API_URL"] == archive.api_url
+    manifest = manifest_of(job)
+    assert [(e["DANDISET_ID"], e["DANDI_ASSET_PATH"]) for e in manifest] == [
+        ("000409", path) for path in (ASSETS[0], *ASSETS)
+    ]
+    ids = {a.path: a.asset_id for a in archive.assets("000409")}
+    spec = load_spec(spec_file)
+    [first, *_] = make_cases(spec, resolve_recordings(spec, api_url=archive.api_url))
+    assert first.run_id == manifest[0]["RUN_ID"]
+    assert first.recording.content == f"dandi-asset:{ids[ASSETS[0]]}"
+    again = study("run", spec_file, "--out", tmp_path / "out", "--dandi-api-url", archive.api_url)
+    assert "4 in flight" in again.output and len(stack.jobs()) == 1
