@@ -154,7 +154,6 @@ DurationOpt = Annotated[
 ChannelsOpt = Annotated[
     int, typer.Option("--channels", min=1, help="Channels per recording, for the estimate.")
 ]
-CANCEL_REASON = "cancelled with spikebatch cancel"
 RunIdArg = Annotated[str, typer.Argument(help="Run id, as printed by `submit` or `status`.")]
 
 
