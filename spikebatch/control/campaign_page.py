@@ -379,15 +379,16 @@ def render_runs_page(
         nav += [" · ", link(f"../runs-{number - 1}/{RUN_PAGE}", "previous")]
     if number < pages:
         nav += [" · ", link(f"../runs-{number + 1}/{RUN_PAGE}", "next")]
+    badges = {state: badge(state.lower()) for state in {run.state for run in runs}}
+    badges["NOT FINISHED"] = badge("not finished", "pending")
     rows = [
         [
             first + offset,
             join(
                 [_child_link(run, "../../../../"), Raw("<br>"), tag("span", run.name, class_="sub")]
             ),
-            run.dandiset,
             run.group,
-            badge(run.state.lower(), "pending" if run.entry is None else None),
+            badges[run.state],
             fmt_usd(run.usd),
             (run.entry or {}).get("reason") or "",
         ]
@@ -396,11 +397,7 @@ def render_runs_page(
     content = join(
         [
             tag("p", join(nav)),
-            table(
-                ["#", "run", "dandiset", "subject", "status", "cost", "reason"],
-                rows,
-                numeric={0, 5},
-            ),
+            table(["#", "run", "subject", "status", "cost", "reason"], rows, numeric={0, 4}),
         ]
     )
     return page(
