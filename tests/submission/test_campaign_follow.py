@@ -214,7 +214,7 @@ def running(
     return campaign
 
 
-def test_counts_money_and_pace_of_a_campaign(running: Campaign) -> None:
+def test_counts_money_and_pace_of_a_campaign(cli: Any, running: Campaign) -> None:
     progress = follow(BUCKET, CAMPAIGN, at=NOW)
 
     # Counts: Batch's statusSummary of each parent, summed.
@@ -240,9 +240,21 @@ def test_counts_money_and_pace_of_a_campaign(running: Campaign) -> None:
     assert progress.per_hour == pytest.approx(15.0)
     assert progress.eta_s == pytest.approx(21 / 15 * 3600)
 
+    # What `spikebatch campaign status` prints of it.
+    result = cli("campaign", "status", CAMPAIGN)
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert f"Campaign {CAMPAIGN}" in text
+    for line in ("runs", "50", "in 2 array jobs", "SUCCEEDED", "25", "PENDING", "17"):
+        assert line in text
+    assert "$15.35" in text and "2 finished without a known cost" in text
+    assert "$42.00" in text and "of $100.00 estimated in all; budget $250.00" in text
+    assert "in the last 60 min: 15.0 runs/h" in text
+    assert "1 h 24 min" in text and "21 runs to go" in text
 
-def test_an_entry_says_why_a_child_failed_and_a_replayed_event_changes_nothing(
-    running: Campaign, record_invoke: Any
+
+def test_entries_say_why_children_failed_and_the_page_groups_them(
+    cli: Any, running: Campaign, record_invoke: Any
 ) -> None:
     first = running.plans[0]
     key = shard_key(CAMPAIGN, first.run_id, 20 % SHARDS)
@@ -264,63 +276,17 @@ def test_an_entry_says_why_a_child_failed_and_a_replayed_event_changes_nothing(
     assert after["ETag"] == entry["ETag"]  # not even rewritten
     assert follow(BUCKET, CAMPAIGN, at=NOW).spent_usd == before.spent_usd
 
+    # When an array ends, the run-record Lambda writes the campaign's pages.
+    [detail] = client("batch").describe_jobs(jobs=[running.jobs[1].job_id])["jobs"]
+    detail = json.loads(json.dumps(detail, default=str)) | {"status": "SUCCEEDED"}
+    assert record_invoke(_event(detail))["status"] == "recorded"
+    keys = client("s3").list_objects_v2(Bucket=BUCKET, Prefix=f"results/big/campaigns/{CAMPAIGN}/")
+    assert sorted(o["Key"].split(CAMPAIGN)[1] for o in keys["Contents"]) == [
+        "/report/index.html",
+        "/runs-1/report/index.html",
+    ]
 
-def test_status_prints_counts_money_pace(cli: Any, running: Campaign) -> None:
-    result = cli("campaign", "status", CAMPAIGN)
-    assert result.exit_code == 0, result.output
-    text = result.output
-    assert f"Campaign {CAMPAIGN}" in text
-    for line in ("runs", "50", "in 2 array jobs", "SUCCEEDED", "25", "PENDING", "17"):
-        assert line in text
-    assert "$15.35" in text and "2 finished without a known cost" in text
-    assert "$42.00" in text and "of $100.00 estimated in all; budget $250.00" in text
-    assert "in the last 60 min: 15.0 runs/h" in text
-    assert "1 h 24 min" in text and "21 runs to go" in text
-
-
-def test_watch_redraws_until_every_run_ends(
-    cli: Any, running: Campaign, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sleeps: list[float] = []
-
-    class Clock:
-        """The watch's sleep: Batch finishes every child meanwhile."""
-
-        @staticmethod
-        def sleep(seconds: float) -> None:
-            sleeps.append(seconds)
-            for job in running.jobs:
-                for child in _moto_job(job.job_id)._child_jobs:
-                    if child.status not in ("SUCCEEDED", "FAILED"):
-                        child.status = "SUCCEEDED"
-
-    monkeypatch.setattr(render, "time", Clock)
-    result = cli("campaign", "status", CAMPAIGN, "--watch", "--interval", "5")
-    assert result.exit_code == 0, result.output
-    assert sleeps == [5.0]  # one refresh after the first, then everything had ended
-    assert "campaign" in result.output and "50/50" in result.output
-    assert "100.0%" in result.output and "done" in result.output
-
-
-def test_ctrl_c_stops_watching_cleanly(
-    cli: Any, running: Campaign, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    class Clock:
-        @staticmethod
-        def sleep(seconds: float) -> None:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(render, "time", Clock)
-    result = cli("campaign", "status", CAMPAIGN, "--watch")
-    assert result.exit_code == 0 and "Traceback" not in result.output
-    assert "29/50" in result.output
-    assert (
-        f"stopped watching; the campaign goes on (stop it with: spikebatch campaign cancel {CAMPAIGN})"
-        in result.stderr
-    )
-
-
-def test_page_groups_failures_with_what_to_do(cli: Any, running: Campaign) -> None:
+    # `--page` writes them fresh; the failures are grouped by kind, with what to do.
     result = cli("campaign", "status", CAMPAIGN, "--page")
     assert result.exit_code == 0, result.output
     front = f"s3://{BUCKET}/results/big/campaigns/{CAMPAIGN}/report/index.html"
@@ -345,18 +311,42 @@ def test_page_groups_failures_with_what_to_do(cli: Any, running: Campaign) -> No
     assert page["Body"].read().decode().count("<tr>") == 51  # the header and 50 runs
 
 
-def test_the_lambda_writes_the_pages_when_an_array_ends(
-    running: Campaign, record_invoke: Any
+def test_watch_stops_on_ctrl_c_or_when_every_run_has_ended(
+    cli: Any, running: Campaign, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job = running.jobs[1]
-    [detail] = client("batch").describe_jobs(jobs=[job.job_id])["jobs"]
-    detail = json.loads(json.dumps(detail, default=str)) | {"status": "SUCCEEDED"}
-    assert record_invoke(_event(detail))["status"] == "recorded"
-    keys = client("s3").list_objects_v2(Bucket=BUCKET, Prefix=f"results/big/campaigns/{CAMPAIGN}/")
-    assert sorted(o["Key"].split(CAMPAIGN)[1] for o in keys["Contents"]) == [
-        "/report/index.html",
-        "/runs-1/report/index.html",
-    ]
+    class Interrupted:
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(render, "time", Interrupted)
+    result = cli("campaign", "status", CAMPAIGN, "--watch")
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert "29/50" in result.output
+    assert (
+        f"stopped watching; the campaign goes on (stop it with: spikebatch campaign cancel {CAMPAIGN})"
+        in result.stderr
+    )
+
+    sleeps: list[float] = []
+
+    class Finishing:
+        """The watch's sleep: Batch finishes every child meanwhile."""
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+            for job in running.jobs:
+                for child in _moto_job(job.job_id)._child_jobs:
+                    if child.status not in ("SUCCEEDED", "FAILED"):
+                        child.status = "SUCCEEDED"
+
+    monkeypatch.setattr(render, "time", Finishing)
+    result = cli("campaign", "status", CAMPAIGN, "--watch", "--interval", "5")
+    assert result.exit_code == 0, result.output
+    assert sleeps == [5.0]  # one refresh after the first, then everything had ended
+    assert "campaign" in result.output and "50/50" in result.output
+    assert "100.0%" in result.output and "done" in result.output
 
 
 def test_cancel_cancels_every_array_of_the_campaign(cli: Any, stack: FakeStack) -> None:
