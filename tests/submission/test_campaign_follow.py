@@ -26,7 +26,14 @@ from typer.testing import CliRunner
 
 from spikebatch.cli import app, render
 from spikebatch.control import campaign_progress, state_changes, submission
-from spikebatch.control.campaign_progress import SHARDS, follow, shard_key
+from spikebatch.control.campaign_progress import (
+    SHARDS,
+    ArrayState,
+    CampaignProgress,
+    follow,
+    shard_key,
+    with_entry,
+)
 from spikebatch.control.job_status import classify_failure
 from spikebatch.control.records import put_json, record_key, update_json
 from spikebatch.control.request import parse_request
@@ -378,3 +385,29 @@ def test_an_unknown_campaign_is_one_line(cli: Any, stack: FakeStack) -> None:
     assert result.stderr.strip() == (
         f"error: no campaign 'no-such-campaign' in s3://{BUCKET}/campaigns/"
     )
+
+
+def test_an_older_jobs_late_entry_never_replaces_a_newer_ones() -> None:
+    older = {"state": "FAILED", "job_id": "j1:0", "created_at": 1000, "usd": None}
+    newer = {"state": "SUCCEEDED", "job_id": "j2:0", "created_at": 2000, "usd": 0.4}
+    shard = with_entry(with_entry(None, 0, older), 0, newer)
+    assert shard is not None and shard["children"]["0"] == newer  # a resubmission wins
+    assert with_entry(shard, 0, older) is None  # the old job's late event loses
+    assert with_entry(shard, 0, newer) is None  # a redelivery writes nothing
+
+
+def test_a_young_campaign_is_paced_since_it_began() -> None:
+    """Created 20 minutes ago with 4 finished: 12 runs/h, not 4; 6 left take 30 min."""
+    created = datetime.fromtimestamp(NOW - 1200, UTC).isoformat()
+    progress = CampaignProgress(
+        campaign_id="young",
+        campaign={"created_at": created, "estimate_usd": 10.0},
+        arrays=[ArrayState("a", "j", 10, "RUNNING", {"SUCCEEDED": 4, "RUNNING": 6}, "batch")],
+        entries={
+            "a": {i: {"state": "SUCCEEDED", "at": NOW - 60 * i, "usd": 1.0} for i in range(4)}
+        },
+        now=NOW,
+    )
+    assert progress.window_s == pytest.approx(1200)
+    assert progress.per_hour == pytest.approx(12.0) and progress.eta_s == pytest.approx(1800)
+    assert progress.spent_usd == 4.0 and progress.still_estimated_usd == pytest.approx(6.0)
