@@ -411,3 +411,15 @@ def test_a_young_campaign_is_paced_since_it_began() -> None:
     assert progress.window_s == pytest.approx(1200)
     assert progress.per_hour == pytest.approx(12.0) and progress.eta_s == pytest.approx(1800)
     assert progress.spent_usd == 4.0 and progress.still_estimated_usd == pytest.approx(6.0)
+
+
+def test_batch_counts_an_array_of_10000_from_its_parent_alone() -> None:
+    """statusSummary of a 10,000-child parent (moto's children are all SUCCEEDED at once):
+    the children Batch has not counted yet show as SUBMITTED, nothing is read per child."""
+    array = campaign_progress.ArrayRef("big", "job-big", 10_000)
+    live = {"status": "RUNNING", "array": {"SUCCEEDED": 9_000, "FAILED": 200, "RUNNING": 500}}
+    state = campaign_progress.array_state(array, live, None, {})
+    assert state.source == "batch" and state.finished == 9_200
+    assert state.counts == {"SUCCEEDED": 9_000, "FAILED": 200, "RUNNING": 500, "SUBMITTED": 300}
+    unknown = campaign_progress.array_state(array, None, None, {0: {"state": "FAILED"}})
+    assert unknown.counts == {"FAILED": 1, "UNKNOWN": 9_999} and unknown.source == "entries"
