@@ -181,7 +181,7 @@ class ArrayState:
     size: int
     status: str
     counts: dict[str, int]
-    source: str  # "batch", "record" (the Lambda's last count) or "entries"
+    source: str  # "batch", "record" (the Lambda's last count), "entries" or "campaign"
 
     @property
     def finished(self) -> int:
