@@ -79,6 +79,7 @@ UPLOADS_PREFIX = "uploads/"  # raw .nwb uploads (S3 trigger)
 ERRORS_PREFIX = "errors/"  # why a request was rejected
 RUNS_PREFIX = "runs/"  # run records: request.json, status.json
 MANIFESTS_PREFIX = "manifests/"  # array-job manifests
+CAMPAIGNS_PREFIX = "campaigns/"  # campaign.json, progress shards, the cancel record
 RESULTS_PREFIX = "results/"  # worker outputs (OUTPUT_URI)
 SCRATCH_PREFIX = "scratch/"  # expires after a week
 

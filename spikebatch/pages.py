@@ -8,6 +8,7 @@ JavaScript, no external resource. Every value goes through :func:`esc` unless it
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import math
 from collections.abc import Iterable, Sequence
@@ -75,14 +76,18 @@ def esc(value: Any) -> Raw:
 
 
 def join(parts: Iterable[Any]) -> Raw:
-    return Raw("".join(esc(p) for p in parts))
+    return Raw("".join([esc(p) for p in parts]))
+
+
+@functools.cache
+def _attribute(keyword: str) -> str:
+    return keyword.rstrip("_").replace("_", "-")
 
 
 def tag(name: str, content: Any = "", **attrs: Any) -> Raw:
-    """``<name attrs>content</name>``; ``class_`` sets ``class``; None attributes are dropped."""
-    rendered = "".join(
-        f' {k.rstrip("_").replace("_", "-")}="{esc(v)}"' for k, v in attrs.items() if v is not None
-    )
+    """``<name attrs>content</name>``; ``class_`` sets ``class``; None attributes are dropped.
+    (A campaign's runs pages call it some 100,000 times: no work for absent attributes.)"""
+    rendered = "".join([f' {_attribute(k)}="{esc(v)}"' for k, v in attrs.items() if v is not None])
     return Raw(f"<{name}{rendered}>{esc(content)}</{name}>")
 
 

@@ -34,6 +34,7 @@ from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from spikebatch.contract import (
+    CAMPAIGNS_PREFIX,
     ERRORS_PREFIX,
     MANIFESTS_PREFIX,
     REQUESTS_PREFIX,
@@ -237,6 +238,7 @@ class Triggers(Construct):
             self.run_record.role, sid="ListRunRecords", bucket=bucket, prefixes=[RUNS_PREFIX]
         )
         self._results_access(self.run_record, bucket)
+        self._campaign_access(self.run_record, bucket)
         self._idempotency(self.run_record)
         failure_topic.grant_publish(self.run_record)
         acknowledge(
@@ -351,6 +353,37 @@ class Triggers(Construct):
             )
         # A child that has not started has no run.json: 404, not 403, needs ListBucket.
         allow_list_prefixes(role, sid="ListResults", bucket=bucket, prefixes=[RESULTS_PREFIX])
+
+    @staticmethod
+    def _campaign_access(function: lambda_.Function, bucket: s3.IBucket) -> None:
+        """A campaign's records read (campaign.json, cancel.json, for its page) and its
+        progress shards read-modified-written as its children end; nothing else written
+        under campaigns/ (campaign.json is the submission's)."""
+        role = function.role
+        assert role is not None
+        allow_object_prefixes(
+            role,
+            sid="ReadCampaigns",
+            actions=["s3:GetObject"],
+            bucket=bucket,
+            prefixes=[CAMPAIGNS_PREFIX],
+        )
+        pattern = f"{CAMPAIGNS_PREFIX}*/progress/*"
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="WriteCampaignProgress",
+                actions=["s3:PutObject"],
+                resources=[bucket.arn_for_objects(pattern)],
+            )
+        )
+        acknowledge(
+            role,
+            object_pattern_finding(bucket, pattern),
+            f"s3:PutObject on '{pattern}' only: the progress shards of each campaign, one"
+            " folder per campaign id and array.",
+        )
+        # A shard not written yet must read as 404, not 403.
+        allow_list_prefixes(role, sid="ListCampaigns", bucket=bucket, prefixes=[CAMPAIGNS_PREFIX])
 
     def _idempotency(self, function: lambda_.Function) -> None:
         function.add_to_role_policy(

@@ -22,6 +22,7 @@ from spikebatch.cli.engine import EngineError
 from spikebatch.cli.estimates import RecordingSize
 from spikebatch.contract import DEFAULT_DANDI_API_URL
 from spikebatch.control import records, submission
+from spikebatch.control.campaign_progress import CampaignNotFoundError
 from spikebatch.control.dandi_assets import DandiAsset, DandiLookupError
 from spikebatch.control.request import JobRequest, RequestError, parse_request
 from spikebatch.control.stack_outputs import (
@@ -42,6 +43,7 @@ DOMAIN_ERRORS = (
     DandiLookupError,
     DeploymentConfigError,
     records.RunNotFoundError,
+    CampaignNotFoundError,
     StudySpecError,
     ValueError,
     submission.JobMayExist,
@@ -154,7 +156,6 @@ DurationOpt = Annotated[
 ChannelsOpt = Annotated[
     int, typer.Option("--channels", min=1, help="Channels per recording, for the estimate.")
 ]
-CANCEL_REASON = "cancelled with spikebatch cancel"
 RunIdArg = Annotated[str, typer.Argument(help="Run id, as printed by `submit` or `status`.")]
 
 

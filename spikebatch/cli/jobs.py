@@ -14,7 +14,6 @@ from botocore.exceptions import ClientError
 from spikebatch import aws
 from spikebatch.cli import render
 from spikebatch.cli.common import (
-    CANCEL_REASON,
     AssetOpt,
     ChannelsOpt,
     DandiKeyOpt,
@@ -41,6 +40,7 @@ from spikebatch.cli.common import (
 from spikebatch.cli.estimates import estimate_runs
 from spikebatch.contract import DEFAULT_DANDI_API_URL
 from spikebatch.control import records, submission
+from spikebatch.control.cancel import cancel_job, cancel_reason
 from spikebatch.control.dandi_assets import resolve_request_assets
 from spikebatch.control.job_status import TERMINAL
 from spikebatch.control.stack_outputs import (
@@ -344,9 +344,8 @@ def cancel(
     with domain_errors():
         stack = deployed_stack(stack_name, region)
         record = _submitted_run(stack.bucket, run_id)
-        # The prefix lets the run record classify the failure as "cancelled".
-        status_reason = CANCEL_REASON + (f": {reason}" if reason else "")
-        aws.client("batch").terminate_job(jobId=record.job_id, reason=status_reason)
+        status_reason = cancel_reason(reason)
+        cancel_job(str(record.job_id), status_reason)
         out.print(f"cancelled {run_id} (job {record.job_id}): {status_reason}", markup=False)
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -27,6 +29,12 @@ from rich.table import Table
 
 from spikebatch import aws
 from spikebatch.cli.estimates import RunEstimate
+from spikebatch.control.campaign_progress import (
+    NOT_SUBMITTED,
+    STATES,
+    UNKNOWN,
+    CampaignProgress,
+)
 from spikebatch.control.job_status import TERMINAL
 from spikebatch.control.records import RunRecord, live_statuses
 from spikebatch.control.submission import SubmissionPlan, SubmittedJob
@@ -279,3 +287,97 @@ def download(console: Console, uri: str, objects: list[dict[str, Any]], dest: Pa
                 Callback=lambda n: progress.advance(task, n),
             )
     console.print(f"downloaded {len(objects)} objects ({total:,} bytes) to {dest}", markup=False)
+
+
+# -- campaigns ---------------------------------------------------------------------------
+
+
+def _usd(value: float | None) -> str:
+    return "?" if value is None else f"${value:,.2f}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown: nothing finished in the last hour"
+    if seconds <= 0:
+        return "done"
+    hours, rest = divmod(round(seconds), 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min"
+
+
+def campaign_table(progress: CampaignProgress) -> Table:
+    """Counts by state, money and pace, as two columns of label and value."""
+    title = f"Campaign {progress.campaign_id}"
+    if progress.cancelled:
+        title += f" (cancelled {progress.cancelled.get('cancelled_at')})"
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_column("note")
+    table.add_row("runs", f"{progress.total:,}", f"in {len(progress.arrays)} array jobs")
+    counts = progress.counts
+    for state in (*STATES, NOT_SUBMITTED, UNKNOWN):
+        if counts.get(state):
+            table.add_row(f"  {state}", f"{counts[state]:,}", "")
+    budget = progress.max_cost_usd
+    unknown = progress.without_cost
+    table.add_row(
+        "spent",
+        _usd(progress.spent_usd),
+        "actual cost of finished runs"
+        + (f"; {unknown:,} finished without a known cost" if unknown else ""),
+    )
+    estimated = progress.estimate_usd
+    table.add_row(
+        "still estimated",
+        _usd(progress.still_estimated_usd),
+        (f"of {_usd(estimated)} estimated in all" if estimated is not None else "no estimate")
+        + (f"; budget {_usd(budget)}" if budget is not None else ""),
+    )
+    window = f"{progress.window_s / 60:.0f} min"
+    table.add_row(
+        "finished lately",
+        f"{progress.finished_in_window:,}",
+        f"in the last {window}: {progress.per_hour:,.1f} runs/h",
+    )
+    table.add_row("ETA", _duration(progress.eta_s), f"{progress.remaining:,} runs to go")
+    return table
+
+
+def campaign_status(console: Console, progress: CampaignProgress) -> None:
+    console.print(campaign_table(progress))
+
+
+def _bars(progress: CampaignProgress) -> Progress:
+    """One bar for the campaign and, for up to ten arrays, one per array."""
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        console=None,
+        auto_refresh=False,
+    )
+    bars.add_task("campaign", total=progress.total, completed=progress.finished)
+    if 1 < len(progress.arrays) <= 10:
+        for array in progress.arrays:
+            bars.add_task(f"  {array.run_id[:40]}", total=array.size, completed=array.finished)
+    return bars
+
+
+def campaign_watch(
+    console: Console, poll: Callable[[], CampaignProgress], *, interval: float
+) -> tuple[CampaignProgress, bool]:
+    """Redraw the bars and the table every ``interval`` s until every run has ended;
+    returns the last state and whether it ended (False: the user pressed Ctrl-C)."""
+    current = poll()
+    with Live(console=console, auto_refresh=False) as live:
+        try:
+            while True:
+                live.update(Group(_bars(current), campaign_table(current)), refresh=True)
+                if current.done:
+                    return current, True
+                time.sleep(interval)
+                current = poll()
+        except KeyboardInterrupt:
+            return current, False

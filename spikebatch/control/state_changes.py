@@ -13,10 +13,18 @@ of order, more than once and concurrently, and the Lambda may die at any instant
   zero e-mails), a redelivery after it sends nothing (one e-mail). Only a death in the
   instant between SNS's answer and the settle can send a second one.
 
-After that, two extras that never fail the event (a problem is logged): a SUCCEEDED run's
+An array child of a campaign (its array's request.json names the ``campaign_id``) that
+ends adds its entry to the campaign's progress shards (:mod:`.campaign_progress`: state,
+actual cost, finish time, failure kind and reason). That entry is keyed by the child and
+written conditionally, so it is idempotent like the record, and a failure to write it
+fails the event: Lambda's retry writes it, so a campaign's totals never silently miss a
+child.
+
+After that, three extras that never fail the event (a problem is logged): a SUCCEEDED run's
 publication to DANDI (run.json's ``publish``) is copied into status.json, so ``spikebatch
 status`` says when it failed; and an array's summary page is written when the array ends
-(and, for small arrays, whenever a child ends). Both are idempotent, so Lambda's retry of
+(and, for small arrays, whenever a child ends); and when an array of a campaign ends, the
+campaign's pages (:mod:`.campaign_page`). All are idempotent, so Lambda's retry of
 an invocation that died in them simply does them again.
 """
 
@@ -30,6 +38,8 @@ from typing import Any
 from spikebatch import aws
 from spikebatch.contract import RUN_ID_TAG, run_results_uri
 from spikebatch.control.array_summary import write_array_summary
+from spikebatch.control.campaign_page import write_campaign_pages
+from spikebatch.control.campaign_progress import epoch_s, finished_entry, record_finished
 from spikebatch.control.idempotency import (
     DONE,
     Claim,
@@ -167,9 +177,16 @@ def record_state_change(
         _notify_failure(stored, settings)
     if current and stored["status"] == "SUCCEEDED" and not is_parent:
         stored = _record_publication(stored, settings, parent_record if parent else None)
+    campaign_id = parent_record.get("campaign_id")
+    if current and stored["status"] in TERMINAL and parent is not None and campaign_id:
+        finished_at = epoch_s(detail.get("stoppedAt")) or epoch_s(event_time) or epoch_s(now())
+        _record_campaign_child(
+            settings, str(campaign_id), parent, int(index), stored, parent_record, finished_at
+        )
     if status["status"] in TERMINAL:
         if is_parent:
             _summary_quietly(settings, tagged, int(detail["arrayProperties"]["size"]))
+            _campaign_pages_quietly(settings, tagged)
         elif parent is not None and len(children) <= SUMMARY_EACH_CHILD_MAX:
             _summary_quietly(settings, parent, len(children))
     return stored
@@ -242,6 +259,40 @@ def _summary_quietly(settings: RecordSettings, parent_run_id: str, n_children: i
         log.warning("could not write the summary of array %s", parent_run_id, exc_info=True)
         return
     log.info("array %s: summary page %s", parent_run_id, uri)
+
+
+def _record_campaign_child(
+    settings: RecordSettings,
+    campaign_id: str,
+    array_run_id: str,
+    index: int,
+    stored: Mapping[str, Any],
+    parent_record: Mapping[str, Any],
+    finished_at: float,
+) -> None:
+    """The ended child's entry in its campaign's progress shard, with its run.json's cost
+    and error (the worker's words) where the worker wrote one."""
+    results_uri = _results_uri(settings.bucket, str(stored["run_id"]), parent_record)
+    run_json = None
+    if results_uri and results_uri.startswith(f"s3://{settings.bucket}/"):
+        run_json = read_run_json(results_uri)
+    child = {"run_id": stored["run_id"], "array_index": index}
+    entry = finished_entry(child, stored, run_json, finished_at=finished_at)
+    record_finished(settings.bucket, campaign_id, array_run_id, index, entry)
+
+
+def _campaign_pages_quietly(settings: RecordSettings, array_run_id: str) -> None:
+    """When an array of a campaign ends, the campaign's pages; a problem is only logged."""
+    try:
+        submitted = get_json(settings.bucket, record_key(array_run_id, "request.json")) or {}
+        campaign_id = submitted.get("campaign_id")
+        if not campaign_id:
+            return
+        uri = write_campaign_pages(settings.bucket, str(campaign_id))
+    except Exception:
+        log.warning("could not write the pages of %s's campaign", array_run_id, exc_info=True)
+        return
+    log.info("campaign %s: page %s", campaign_id, uri)
 
 
 def _notify_failure(status: Mapping[str, Any], settings: RecordSettings) -> None:

@@ -230,8 +230,20 @@ def test_run_record_lambda_writes_run_records_publishes_failures_describes_jobs(
         bucket, "results/*/report/index.html"
     )
     assert sids["ListResults"]["Condition"] == {"StringLike": {"s3:prefix": ["results/*"]}}
+    # Issue 19: a campaign's records read; only its progress shards written.
+    assert sids["ReadCampaigns"]["Action"] == "s3:GetObject"
+    assert sids["ReadCampaigns"]["Resource"] == _objects(bucket, "campaigns/")
+    assert sids["WriteCampaignProgress"]["Action"] == "s3:PutObject"
+    assert sids["WriteCampaignProgress"]["Resource"] == _object_pattern(
+        bucket, "campaigns/*/progress/*"
+    )
+    assert sids["ListCampaigns"]["Condition"] == {"StringLike": {"s3:prefix": ["campaigns/*"]}}
     writes = [s for s in statements if "s3:PutObject" in _as_list(s["Action"])]
-    assert [s["Sid"] for s in writes] == ["RunRecords", "WriteArraySummaries"]
+    assert [s["Sid"] for s in writes] == [
+        "RunRecords",
+        "WriteArraySummaries",
+        "WriteCampaignProgress",
+    ]
     publish = [s for s in statements if s["Action"] == "sns:Publish"]
     assert publish == [{"Action": "sns:Publish", "Effect": "Allow", "Resource": {"Ref": topic}}]
     # The topic has its own key (so CloudWatch alarms can publish): using it, and only it.
