@@ -37,7 +37,7 @@ demo: install
 # to `make image && make test-image`: beside the in-process sorts they doubled the wall time.
 test: install
 	@echo "make test: the container tests (tests/image) run with: make image && make test-image"
-	$(PY) -m pytest -q -n auto --maxprocesses 4 -m "not docker"
+	$(PY) -m pytest -q -n auto --maxprocesses 4 -m "not docker" --durations=20
 
 # The worker images, built with the local Docker engine through `spikebatch image build`.
 # Upstream bases that cannot be pulled (no registry reachable) get local stand-ins first.
