@@ -25,8 +25,8 @@ SMALL: dict[str, GroundTruthSpec] = {
     for i, seed in enumerate((11, 12), start=1)
 }
 
-#: The preprocessing study's recordings (name -> spec): 10-40 s, so that each Kilosort4 sort
-#: takes minutes on a 2-core CPU (the study: ~1 h there), with >= 150 spikes per unit.
+#: The preprocessing study's recordings (name -> spec): 8-40 s, so that each Kilosort4 sort
+#: takes minutes on a 2-core CPU, with >= 100 spikes per unit.
 PREPROCESSING: dict[str, GroundTruthSpec] = {
     # The file the issue was found on: 32 channels, 10 units, 40 s.
     "c32-u10": GroundTruthSpec(duration_s=40.0, num_channels=32, num_units=10, seed=42),
@@ -37,7 +37,7 @@ PREPROCESSING: dict[str, GroundTruthSpec] = {
     ),
     # Noisier (10 uV vs 5), close units, another seed.
     "c32-u10-noisy": GroundTruthSpec(
-        duration_s=20.0,
+        duration_s=10.0,
         num_channels=32,
         num_units=10,
         seed=101,
@@ -46,11 +46,11 @@ PREPROCESSING: dict[str, GroundTruthSpec] = {
     ),
     # Few, slow units: little for a whitening/CAR estimate to go on.
     "c32-u5-slow": GroundTruthSpec(
-        duration_s=30.0, num_channels=32, num_units=5, seed=102, firing_rate_hz=5.0
+        duration_s=20.0, num_channels=32, num_units=5, seed=102, firing_rate_hz=5.0
     ),
     # Denser units on a 4-column probe.
     "c64-u25-4col": GroundTruthSpec(
-        duration_s=20.0,
+        duration_s=10.0,
         num_channels=64,
         num_units=25,
         seed=103,
@@ -62,7 +62,7 @@ PREPROCESSING: dict[str, GroundTruthSpec] = {
         duration_s=20.0, num_channels=64, num_units=15, seed=104, drift_um=40.0
     ),
     "c128-u30": GroundTruthSpec(
-        duration_s=15.0,
+        duration_s=10.0,
         num_channels=128,
         num_units=30,
         seed=105,
@@ -70,16 +70,17 @@ PREPROCESSING: dict[str, GroundTruthSpec] = {
         min_unit_distance_um=20.0,
     ),
     # Neuropixels-sized, with its ADC sample shift (the phase shift runs).
-    "c384-u60-np": GroundTruthSpec(
-        duration_s=10.0,
+    "c384-u40-np": GroundTruthSpec(
+        duration_s=8.0,
         num_channels=384,
-        num_units=60,
+        num_units=40,
         seed=106,
+        firing_rate_hz=20.0,
         inter_sample_shift=True,
         min_unit_distance_um=25.0,
     ),
     # Two probes in one file: each sorted and scored against its own group's truth.
-    "2x32-u8": GroundTruthSpec(duration_s=20.0, num_channels=32, num_units=8, seed=107, n_probes=2),
+    "2x32-u8": GroundTruthSpec(duration_s=10.0, num_channels=32, num_units=8, seed=107, n_probes=2),
 }
 
 SETS = {"small": SMALL, "preprocessing": PREPROCESSING}
