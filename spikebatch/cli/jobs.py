@@ -38,7 +38,6 @@ from spikebatch.cli.common import (
     out,
     recording_sizes,
 )
-from spikebatch.cli.estimates import estimate_runs
 from spikebatch.contract import DEFAULT_DANDI_API_URL
 from spikebatch.control import records, submission
 from spikebatch.control.dandi_assets import resolve_request_assets
@@ -47,6 +46,7 @@ from spikebatch.control.stack_outputs import (
     DEFAULT_STACK_NAME,
 )
 from spikebatch.control.submission import plan_submission
+from spikebatch.estimates import estimate_runs
 
 
 def submit(

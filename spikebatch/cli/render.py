@@ -26,10 +26,10 @@ from rich.progress import (
 from rich.table import Table
 
 from spikebatch import aws
-from spikebatch.cli.estimates import RunEstimate
 from spikebatch.control.job_status import TERMINAL
 from spikebatch.control.records import RunRecord, live_statuses
 from spikebatch.control.submission import SubmissionPlan, SubmittedJob
+from spikebatch.estimates import RunEstimate
 from spikebatch.scratch import size_text
 
 
