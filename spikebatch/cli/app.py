@@ -1,5 +1,5 @@
 """``spikebatch``: the command-line app. Only wiring: the commands live in ``jobs``,
-``image_commands``, ``redrive`` and ``study``; their shared options in ``common``.
+``image_commands``, ``redrive``, ``study`` and ``queues``; their shared options in ``common``.
 
 Settings precedence, everywhere: command-line flag > environment variable (named in each
 option's help) > ``--request`` file > default. Domain errors end with one line on stderr
@@ -12,6 +12,7 @@ import typer
 
 from spikebatch.cli import jobs
 from spikebatch.cli.image_commands import image_app
+from spikebatch.cli.queues import queues_app
 from spikebatch.cli.redrive import redrive
 from spikebatch.cli.study import study_app
 
@@ -35,3 +36,4 @@ app.command("run-local")(jobs.run_local)
 app.command()(redrive)
 app.add_typer(image_app, name="image")
 app.add_typer(study_app, name="study")
+app.add_typer(queues_app, name="queues")
