@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from spikebatch import aws
 from spikebatch.contract import BRAKE_KEY
 from spikebatch.control.records import get_json, now, put_json
@@ -163,12 +165,18 @@ class BrakeState:
 def brake_state(
     bucket: str, queue_arns: Sequence[str], environment_arns: Sequence[str]
 ) -> BrakeState:
+    """The record, and the states where Batch tells them (a user who may not describe
+    queues still sees the brake: ``status`` must not fail over it)."""
     batch = aws.client("batch")
-    queues = batch.describe_job_queues(jobQueues=list(queue_arns))["jobQueues"]
-    states = {q["jobQueueArn"]: q["state"] for q in queues}
-    if environment_arns:
-        found = batch.describe_compute_environments(computeEnvironments=list(environment_arns))
-        states |= {e["computeEnvironmentArn"]: e["state"] for e in found["computeEnvironments"]}
+    states: dict[str, str] = {}
+    try:
+        queues = batch.describe_job_queues(jobQueues=list(queue_arns))["jobQueues"]
+        states = {q["jobQueueArn"]: q["state"] for q in queues}
+        if environment_arns:
+            found = batch.describe_compute_environments(computeEnvironments=list(environment_arns))
+            states |= {e["computeEnvironmentArn"]: e["state"] for e in found["computeEnvironments"]}
+    except ClientError as exc:
+        log.warning("cannot read the queues' states (%s)", aws.error_code(exc))
     return BrakeState(get_json(bucket, BRAKE_KEY), states)
 
 

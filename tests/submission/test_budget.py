@@ -324,3 +324,21 @@ def test_a_forecast_or_other_message_leaves_the_queues_alone(
     assert queue_states(stack) == ["ENABLED", "ENABLED", "ENABLED"]
     assert stack.keys("brake.json") == []
     assert budget_alert("Hello from SNS") is None
+
+
+def test_status_shows_the_brake_even_to_a_user_who_may_not_describe_queues(
+    stack: FakeStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spikebatch import aws
+    from spikebatch.control import brake
+
+    record = {"braked_at": "2026-12-03T09:14:30+00:00", "reason": "AWS Budgets: actual cost"}
+    client("s3").put_object(Bucket=BUCKET, Key="brake.json", Body=json.dumps(record).encode())
+    denied = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "Describe")
+
+    def describe_job_queues(**_: Any) -> Any:
+        raise denied
+
+    monkeypatch.setattr(aws.client("batch"), "describe_job_queues", describe_job_queues)
+    state = brake.brake_state(BUCKET, [stack.outputs["JobQueueArn"]], [])
+    assert state.record == record and state.states == {}
