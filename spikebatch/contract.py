@@ -82,6 +82,8 @@ MANIFESTS_PREFIX = "manifests/"  # array-job manifests
 CAMPAIGNS_PREFIX = "campaigns/"  # campaign.json, progress shards, the cancel record
 RESULTS_PREFIX = "results/"  # worker outputs (OUTPUT_URI)
 SCRATCH_PREFIX = "scratch/"  # expires after a week
+SPEND_PREFIX = "spend/"  # the month-to-date ledger: spend/<YYYY-MM>/<shard>.json
+BRAKE_KEY = "brake.json"  # why the budget brake disabled the job queues (while it holds)
 
 # Under OUTPUT_URI/RUN_ID/: the run's manifest, written last, and the run's page (an array's
 # summary under its own run id). The worker writes them; the run-record Lambda and

@@ -36,7 +36,8 @@ def scratch_user_data() -> ec2.MultipartUserData:
 
 class Compute(Construct):
     """``self.default_queue`` (spot first, then on-demand) and ``self.priority_queue``
-    (on-demand only), both on GPU instances that scale to zero when idle."""
+    (on-demand only), both on GPU instances that scale to zero when idle; ``self.queues``
+    and ``self.environments`` (the compute environments) for whoever acts on all of them."""
 
     def __init__(
         self,
@@ -145,3 +146,4 @@ class Compute(Construct):
             job_state_time_limit_actions=stuck,
         )
         self.queues = (self.default_queue, self.priority_queue)
+        self.environments = tuple(ce for ce in (self.spot, self.on_demand) if ce is not None)

@@ -98,6 +98,9 @@ class SpikeBatchConfig(BaseModel):
     # Concurrent executions reserved for (and capping) the S3-triggered submit Lambda;
     # null reserves none (accounts whose Lambda concurrency quota is still 10).
     submit_reserved_concurrency: int | None = Field(default=10, ge=1, le=SUBMIT_JOB_TPS)
+    # Month-to-date spend (USD) beyond which new work is refused, with an AWS Budgets budget
+    # on the stack's cost-allocation tag and the brake at 100 %; null: no budget.
+    monthly_budget_usd: float | None = Field(default=None, gt=0, le=1_000_000)
     # A tag of the stack's WorkerRepository (pushed by `spikebatch image build --push`) for the
     # job definitions to run; null builds containers/Dockerfile at deploy time instead.
     worker_image_tag: str | None = Field(

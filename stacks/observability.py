@@ -58,8 +58,9 @@ class LogGroupTarget:
 
 
 class Observability(Construct):
-    """``self.failure_topic``, ``self.failed_events`` (queue), ``self.job_events`` (rule),
-    ``self.events_log_group``, ``self.dashboard``; :meth:`alarm_on_errors` for functions."""
+    """``self.failure_topic`` (encrypted with ``self.topic_key``), ``self.failed_events``
+    (queue), ``self.job_events`` (rule), ``self.events_log_group``, ``self.dashboard``;
+    :meth:`alarm_on_errors` for functions, :meth:`allow_budgets` for topics."""
 
     def __init__(
         self,
@@ -83,7 +84,7 @@ class Observability(Construct):
             "StringEquals": {"aws:SourceAccount": stack.account},
             "ArnLike": {"aws:SourceArn": alarm_arns},
         }
-        topic_key = kms.Key(
+        self.topic_key = topic_key = kms.Key(
             self,
             "FailuresKey",
             description="spikebatch failure topic (CloudWatch alarms may publish to it)",
@@ -119,6 +120,7 @@ class Observability(Construct):
         if alarm_email:
             self.failure_topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
         self._notify = cloudwatch_actions.SnsAction(self.failure_topic)
+        self._budgets_may_encrypt = False
 
         self.failed_events = sqs.Queue(
             self,
@@ -162,6 +164,36 @@ class Observability(Construct):
             default_interval=Duration.days(7),
         )
         self.dashboard.add_widgets(*self._widgets(job_log_group))
+
+    def allow_budgets(self, topic: sns.Topic) -> None:
+        """Let AWS Budgets (this account's budgets only) publish to ``topic``, which is
+        encrypted with this construct's key: the topic policy and the key's."""
+        stack = Stack.of(self)
+        from_our_budgets = {
+            "StringEquals": {"aws:SourceAccount": stack.account},
+            "ArnLike": {"aws:SourceArn": f"arn:{stack.partition}:budgets::{stack.account}:*"},
+        }
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="BudgetsPublish",
+                principals=[iam.ServicePrincipal("budgets.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[topic.topic_arn],
+                conditions=from_our_budgets,
+            )
+        )
+        if self._budgets_may_encrypt:
+            return
+        self._budgets_may_encrypt = True
+        self.topic_key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="BudgetsPublish",
+                principals=[iam.ServicePrincipal("budgets.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions=from_our_budgets,
+            )
+        )
 
     def _alarm(self, id: str, metric: cloudwatch.IMetric, description: str) -> None:
         """An alarm that notifies the failure topic whenever ``metric`` is above zero."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Duration, Fn, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from spikebatch.control.stack_outputs import OUTPUT_KEYS
+from stacks.budget import COST_TAG_KEY, Budget
 from stacks.compute import Compute
 from stacks.config import LOG_RETENTION_DAYS, SpikeBatchConfig
 from stacks.jobs import Jobs
@@ -28,6 +29,9 @@ class SpikeBatchStack(Stack):
         self, scope: Construct, id: str, *, config: SpikeBatchConfig, **kwargs: Any
     ) -> None:
         super().__init__(scope, id, **kwargs)
+        # The cost-allocation tag the budget counts: on every taggable resource, and through
+        # the launch template's tag specifications on the instances and their volumes.
+        Tags.of(self).add(COST_TAG_KEY, self.stack_name)
         retention = getattr(logs.RetentionDays, LOG_RETENTION_DAYS[config.log_retention_days])
 
         removal = RemovalPolicy.RETAIN if config.retain else RemovalPolicy.DESTROY
@@ -99,6 +103,7 @@ class SpikeBatchStack(Stack):
             default_sorter=config.default_sorter,
             dandi_api_url=config.dandi_api_url,
             resource_limits=config.resource_limits,
+            monthly_budget_usd=config.monthly_budget_usd,
             powertools_version=config.powertools_version,
             powertools_layer_arn=config.powertools_layer_arn,
             log_level=config.lambda_log_level,
@@ -107,6 +112,22 @@ class SpikeBatchStack(Stack):
         )
         observability.alarm_on_errors(triggers.submit, "SubmitErrorsAlarm", "submit (S3 upload)")
         observability.alarm_on_errors(triggers.run_record, "RunRecordErrorsAlarm", "run-record")
+        if config.monthly_budget_usd is not None:
+            Budget(
+                self,
+                "Budget",
+                monthly_budget_usd=config.monthly_budget_usd,
+                observability=observability,
+                queues=compute.queues,
+                environments=compute.environments,
+                bucket=storage.bucket,
+                alarm_email=config.alarm_email,
+                make_function=triggers.function,
+                publish_failures=triggers.publish_failures,
+                log_level=config.lambda_log_level,
+            )
+            # The CLI refuses work over it as the submit Lambda does (stack_outputs reads it).
+            CfnOutput(self, "MonthlyBudgetUsd", value=repr(float(config.monthly_budget_usd)))
 
         outputs = {
             "DataBucketName": storage.bucket.bucket_name,
@@ -135,3 +156,9 @@ class SpikeBatchStack(Stack):
         CfnOutput(self, "DefaultSorter", value=config.default_sorter)
         CfnOutput(self, "DandiApiUrl", value=config.dandi_api_url)
         CfnOutput(self, "WorkerRepositoryUri", value=registry.repository.repository_uri)
+        # What `spikebatch queues enable` enables again after the budget brake.
+        CfnOutput(
+            self,
+            "ComputeEnvironmentArns",
+            value=Fn.join(",", [e.compute_environment_arn for e in compute.environments]),
+        )

@@ -34,6 +34,7 @@ from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from spikebatch.contract import (
+    BRAKE_KEY,
     CAMPAIGNS_PREFIX,
     ERRORS_PREFIX,
     MANIFESTS_PREFIX,
@@ -42,6 +43,7 @@ from spikebatch.contract import (
     RUN_JSON,
     RUN_PAGE,
     RUNS_PREFIX,
+    SPEND_PREFIX,
     UPLOADS_PREFIX,
 )
 from spikebatch.control.idempotency import HANDLER_TIMEOUT_S
@@ -93,6 +95,7 @@ class Triggers(Construct):
         default_sorter: str,
         dandi_api_url: str,
         resource_limits: Mapping[str, int],
+        monthly_budget_usd: float | None,
         powertools_version: str,
         powertools_layer_arn: str | None,
         log_level: str,
@@ -122,7 +125,7 @@ class Triggers(Construct):
         self._log_retention = log_retention
         self._failed_events = failed_events
 
-        self.submit = self._function(
+        self.submit = self.function(
             "Submit",
             name="submit",
             description="Validate job requests and uploads in the data bucket; submit Batch jobs",
@@ -140,6 +143,14 @@ class Triggers(Construct):
                 "RESOURCE_LIMITS": json.dumps(dict(resource_limits), sort_keys=True),
                 "POWERTOOLS_SERVICE_NAME": "spikebatch-submit",
                 "LOG_LEVEL": log_level,
+                **(
+                    {
+                        "MONTHLY_BUDGET_USD": repr(float(monthly_budget_usd)),
+                        "FAILURE_TOPIC_ARN": failure_topic.topic_arn,
+                    }
+                    if monthly_budget_usd is not None
+                    else {}
+                ),
             },
         )
         job_definitions = [job_definition_arn_pattern(stack, n) for n in job_definition_names]
@@ -193,6 +204,18 @@ class Triggers(Construct):
             prefixes=[ERRORS_PREFIX, RUNS_PREFIX, MANIFESTS_PREFIX],
         )
         self._idempotency(self.submit)
+        self._spend_ledger(self.submit, bucket)
+        # While the budget brake holds, submissions are refused with its reason.
+        self.submit.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadTheBrake",
+                actions=["s3:GetObject"],
+                resources=[bucket.arn_for_objects(BRAKE_KEY)],
+            )
+        )
+        allow_list_prefixes(submit_role, sid="ListTheBrake", bucket=bucket, prefixes=[BRAKE_KEY])
+        if monthly_budget_usd is not None:  # it says so when it refuses an upload
+            self.publish_failures(self.submit, failure_topic)
         for arn in job_definitions:
             acknowledge(
                 submit_role,
@@ -214,7 +237,7 @@ class Triggers(Construct):
             )
         self._tidy_notifications_handler(stack)
 
-        self.run_record = self._function(
+        self.run_record = self.function(
             "RunRecord",
             name="run_record",
             description="Record Batch job state changes under runs/; notify on failures",
@@ -240,13 +263,8 @@ class Triggers(Construct):
         self._results_access(self.run_record, bucket)
         self._campaign_access(self.run_record, bucket)
         self._idempotency(self.run_record)
-        failure_topic.grant_publish(self.run_record)
-        acknowledge(
-            self.run_record.role,
-            "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]",
-            "Publishing to the failure topic encrypts with the topic's own key; CDK's"
-            " grant_publish scopes kms:GenerateDataKey* to that one key.",
-        )
+        self._spend_ledger(self.run_record, bucket)
+        self.publish_failures(self.run_record, failure_topic)
         self.run_record.add_to_role_policy(
             iam.PolicyStatement(sid="DescribeJobs", actions=["batch:DescribeJobs"], resources=["*"])
         )
@@ -266,7 +284,7 @@ class Triggers(Construct):
             )
         )
 
-    def _function(
+    def function(
         self,
         id: str,
         *,
@@ -276,6 +294,8 @@ class Triggers(Construct):
         reserved_concurrency: int | None = None,
         memory_mb: int = 512,
     ) -> lambda_.Function:
+        """A Lambda of ``lambdas/<name>`` with its own role and log group, the Powertools
+        layer, the claim protocol's timeout, and failures kept in the failed-events queue."""
         log_group = logs.LogGroup(self, f"{id}Logs", retention=self._log_retention)
         role = iam.Role(
             self,
@@ -384,6 +404,32 @@ class Triggers(Construct):
         )
         # A shard not written yet must read as 404, not 403.
         allow_list_prefixes(role, sid="ListCampaigns", bucket=bucket, prefixes=[CAMPAIGNS_PREFIX])
+
+    @staticmethod
+    def publish_failures(function: lambda_.Function, topic: sns.ITopic) -> None:
+        """Let ``function`` publish to the (KMS-encrypted) failure topic."""
+        topic.grant_publish(function)
+        acknowledge(
+            function.role,
+            "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]",
+            "Publishing to the failure topic encrypts with the topic's own key; CDK's"
+            " grant_publish scopes kms:GenerateDataKey* to that one key.",
+        )
+
+    @staticmethod
+    def _spend_ledger(function: lambda_.Function, bucket: s3.IBucket) -> None:
+        """The month's spend ledger (spikebatch.control.budget): submissions enter their
+        estimates, the run record replaces them with what runs cost; read-modify-write."""
+        role = function.role
+        assert role is not None
+        allow_object_prefixes(
+            role,
+            sid="SpendLedger",
+            actions=["s3:GetObject", "s3:PutObject"],
+            bucket=bucket,
+            prefixes=[SPEND_PREFIX],
+        )
+        allow_list_prefixes(role, sid="ListSpendLedger", bucket=bucket, prefixes=[SPEND_PREFIX])
 
     def _idempotency(self, function: lambda_.Function) -> None:
         function.add_to_role_policy(

@@ -1,5 +1,5 @@
 """``spikebatch``: the command-line app. Only wiring: the commands live in ``jobs``,
-``image_commands``, ``redrive``, ``study`` and ``campaign``; their shared options in ``common``.
+``image_commands``, ``redrive``, ``study``, ``campaign`` and ``queues``; their shared options in ``common``.
 
 Settings precedence, everywhere: command-line flag > environment variable (named in each
 option's help) > ``--request`` file > default. Domain errors end with one line on stderr
@@ -13,6 +13,7 @@ import typer
 from spikebatch.cli import jobs
 from spikebatch.cli.campaign import campaign_app
 from spikebatch.cli.image_commands import image_app
+from spikebatch.cli.queues import queues_app
 from spikebatch.cli.redrive import redrive
 from spikebatch.cli.study import study_app
 
@@ -37,3 +38,4 @@ app.command()(redrive)
 app.add_typer(image_app, name="image")
 app.add_typer(study_app, name="study")
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(queues_app, name="queues")

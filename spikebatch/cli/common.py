@@ -19,7 +19,6 @@ from rich.console import Console
 
 from spikebatch import aws
 from spikebatch.cli.engine import EngineError
-from spikebatch.cli.estimates import RecordingSize
 from spikebatch.contract import DEFAULT_DANDI_API_URL
 from spikebatch.control import records, submission
 from spikebatch.control.campaign_progress import CampaignNotFoundError
@@ -31,6 +30,7 @@ from spikebatch.control.stack_outputs import (
     load_stack_outputs,
 )
 from spikebatch.control.submission import DeploymentConfigError
+from spikebatch.estimates import RecordingSize
 from spikebatch.study.spec import StudySpecError
 
 out = Console(highlight=False, soft_wrap=True)

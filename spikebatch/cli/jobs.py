@@ -37,9 +37,9 @@ from spikebatch.cli.common import (
     out,
     recording_sizes,
 )
-from spikebatch.cli.estimates import estimate_runs
+from spikebatch.cli.queues import print_budget
 from spikebatch.contract import DEFAULT_DANDI_API_URL
-from spikebatch.control import records, submission
+from spikebatch.control import budget, records, submission
 from spikebatch.control.cancel import cancel_job, cancel_reason
 from spikebatch.control.dandi_assets import resolve_request_assets
 from spikebatch.control.job_status import TERMINAL
@@ -47,6 +47,7 @@ from spikebatch.control.stack_outputs import (
     DEFAULT_STACK_NAME,
 )
 from spikebatch.control.submission import plan_submission
+from spikebatch.estimates import estimate_runs
 
 
 def submit(
@@ -122,7 +123,14 @@ def submit(
             )
             render.dry_run(out, plan, estimates)
             return
-        job = submission.submit(plan, deployment, submitted_by="cli")
+        estimates = budget.plan_estimates(
+            plan, {a.path: a.size for a in assets}, channels=channels, duration_s=duration_s
+        )
+        entered = budget.check_monthly_budget(
+            stack.bucket, estimates, deployment.monthly_budget_usd
+        )
+        with entered.kept_if_submitted():
+            job = submission.submit(plan, deployment, submitted_by="cli")
         render.submitted(out, plan, job, stack.bucket)
 
 
@@ -168,6 +176,7 @@ def status(
     """Runs and their real state: the run records plus what AWS Batch says now."""
     with domain_errors():
         stack = deployed_stack(stack_name, region)
+        print_budget(out, stack)
         if run_id is None:
             found = records.load_runs(stack.bucket, records.list_run_ids(stack.bucket))
             live = records.live_statuses([r.job_id for r in found if r.state not in TERMINAL])

@@ -28,7 +28,6 @@ from rich.progress import (
 from rich.table import Table
 
 from spikebatch import aws
-from spikebatch.cli.estimates import RunEstimate
 from spikebatch.control.campaign_progress import (
     NOT_SUBMITTED,
     STATES,
@@ -38,6 +37,7 @@ from spikebatch.control.campaign_progress import (
 from spikebatch.control.job_status import TERMINAL
 from spikebatch.control.records import RunRecord, live_statuses
 from spikebatch.control.submission import SubmissionPlan, SubmittedJob
+from spikebatch.estimates import RunEstimate
 from spikebatch.scratch import size_text
 
 

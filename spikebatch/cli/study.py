@@ -21,10 +21,10 @@ from spikebatch.cli.common import (
     err,
     out,
 )
-from spikebatch.cli.estimates import RecordingSize, estimate_runs
 from spikebatch.contract import DEFAULT_DANDI_API_URL, Env
 from spikebatch.control.stack_outputs import DEFAULT_STACK_NAME
 from spikebatch.control.submission import Deployment
+from spikebatch.estimates import RecordingSize, estimate_runs
 from spikebatch.pages import fmt_number, fmt_usd
 from spikebatch.study.cases import Case, DigestCache, check_with_worker, make_cases
 from spikebatch.study.cases import resolve_recordings as resolve

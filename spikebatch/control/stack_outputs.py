@@ -62,6 +62,22 @@ class StackOutputs:
     def dashboard_url(self) -> str | None:
         return self.outputs.get("DashboardUrl")
 
+    @property
+    def monthly_budget_usd(self) -> float | None:
+        """The stack's ``monthly_budget_usd`` (output ``MonthlyBudgetUsd``, only when set)."""
+        value = self.outputs.get("MonthlyBudgetUsd")
+        return float(value) if value else None
+
+    @property
+    def queue_arns(self) -> tuple[str, str]:
+        """The two job queues (default, priority): what the budget brake disables."""
+        return self.outputs["JobQueueArn"], self.outputs["PriorityQueueArn"]
+
+    @property
+    def compute_environment_arns(self) -> tuple[str, ...]:
+        """The compute environments (output ``ComputeEnvironmentArns``, comma-separated)."""
+        return tuple(a for a in self.outputs.get("ComputeEnvironmentArns", "").split(",") if a)
+
     def deployment(self) -> Deployment:
         """The submit-side view of the stack (what the submit Lambda gets as env vars)."""
         limits_json = self.outputs.get("ResourceLimits")
@@ -72,6 +88,7 @@ class StackOutputs:
             gpu_job_definition_arn=self.outputs["GpuJobDefinitionArn"],
             cpu_job_definition_arn=self.outputs["CpuJobDefinitionArn"],
             limits=ResourceLimits.from_json(limits_json) if limits_json else None,
+            monthly_budget_usd=self.monthly_budget_usd,
             **{
                 key: self.outputs[output]
                 for key, output in (

@@ -20,6 +20,11 @@ written conditionally, so it is idempotent like the record, and a failure to wri
 fails the event: Lambda's retry writes it, so a campaign's totals never silently miss a
 child.
 
+When a run ends, the month's spend ledger (:mod:`.budget`) gets what it cost (run.json's
+``cost.actual_usd``) in place of its estimate, once per job, before the failure e-mail; a
+failure to write it fails the event after the e-mail went out (and its claim was settled,
+so the retry that counts it sends no second one).
+
 After that, three extras that never fail the event (a problem is logged): a SUCCEEDED run's
 publication to DANDI (run.json's ``publish``) is copied into status.json, so ``spikebatch
 status`` says when it failed; and an array's summary page is written when the array ends
@@ -37,6 +42,7 @@ from typing import Any
 
 from spikebatch import aws
 from spikebatch.contract import RUN_ID_TAG, run_results_uri
+from spikebatch.control import budget
 from spikebatch.control.array_summary import write_array_summary
 from spikebatch.control.campaign_page import write_campaign_pages
 from spikebatch.control.campaign_progress import epoch_s, finished_entry, record_finished
@@ -171,10 +177,18 @@ def record_state_change(
     is_parent = "size" in (detail.get("arrayProperties") or {})
     current = (stored or {}).get("job_id") == status["job_id"]
     failed_now = current and stored["status"] == "FAILED"
+    ledger_error: Exception | None = None
+    if current and stored["status"] in TERMINAL and not is_parent:
+        try:
+            _record_spend(detail, run_id, settings, parent_record if parent else None)
+        except Exception as exc:  # raised once the e-mail is out, so that the retry counts it
+            ledger_error = exc
     if status["status"] == "FAILED" and failed_now and not is_parent and settings.topic_arn:
         # Also when the record was already FAILED: the invocation that wrote it may have
         # died before the e-mail went out. The claim makes it one e-mail either way.
         _notify_failure(stored, settings)
+    if ledger_error is not None:
+        raise ledger_error
     if current and stored["status"] == "SUCCEEDED" and not is_parent:
         stored = _record_publication(stored, settings, parent_record if parent else None)
     campaign_id = parent_record.get("campaign_id")
@@ -199,6 +213,29 @@ def _results_uri(bucket: str, run_id: str, parent_record: Mapping[str, Any] | No
         return run_results_uri(str(parent_record["output_uri"]), run_id)
     submitted = get_json(bucket, record_key(run_id, "request.json")) or {}
     return submitted.get("results_uri")
+
+
+def _record_spend(
+    detail: Mapping[str, Any],
+    run_id: str,
+    settings: RecordSettings,
+    parent_record: Mapping[str, Any] | None,
+) -> None:
+    """The month's ledger (:mod:`.budget`): the run's estimate becomes what it cost, from
+    run.json. Raises when the ledger cannot be written, so that Lambda's retry counts it."""
+    results_uri = _results_uri(settings.bucket, run_id, parent_record)
+    run = read_run_json(results_uri) if results_uri else None
+    actual = ((run or {}).get("cost") or {}).get("actual_usd")
+    counted = budget.record_finished(
+        settings.bucket,
+        run_id=run_id,
+        job_id=str(detail.get("jobId")),
+        created_at_ms=detail.get("createdAt"),
+        actual_usd=float(actual) if actual is not None else None,
+        started=bool(detail.get("startedAt")),
+    )
+    if counted:
+        log.info("spend of %s: $%s", run_id, actual if actual is not None else "(estimate)")
 
 
 def _record_publication(

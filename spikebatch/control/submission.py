@@ -80,6 +80,10 @@ class Deployment:
     limits: ResourceLimits | None = None
     default_sorter: str = DEFAULT_SORTER
     dandi_api_url: str = DEFAULT_DANDI_API_URL
+    #: New work is refused beyond this month-to-date spend (:mod:`.budget`); None: no limit.
+    monthly_budget_usd: float | None = None
+    #: Where the submit Lambda says that it refused an upload over the budget.
+    failure_topic_arn: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Deployment:
@@ -105,12 +109,23 @@ class Deployment:
             limits=limits,
             default_sorter=env.get("DEFAULT_SORTER") or DEFAULT_SORTER,
             dandi_api_url=env.get("DANDI_API_URL") or DEFAULT_DANDI_API_URL,
+            monthly_budget_usd=_usd(env, "MONTHLY_BUDGET_USD"),
+            failure_topic_arn=env.get("FAILURE_TOPIC_ARN") or None,
         )
 
     def output_uri(self, output_prefix: str | None) -> str:
         """``OUTPUT_URI`` for a request: ``s3://<bucket>/results[/<output_prefix>]``."""
         parts = [RESULTS_PREFIX.rstrip("/"), *([output_prefix] if output_prefix else [])]
         return f"s3://{self.bucket}/{'/'.join(parts)}"
+
+
+def _usd(env: Mapping[str, str], var: str) -> float | None:
+    if not env.get(var):
+        return None
+    try:
+        return float(env[var])
+    except ValueError:
+        raise DeploymentConfigError(f"{var}: not a number ({env[var]!r})") from None
 
 
 @dataclass(frozen=True, slots=True)

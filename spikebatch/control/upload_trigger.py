@@ -28,6 +28,7 @@ from botocore.exceptions import ClientError
 
 from spikebatch import aws
 from spikebatch.contract import ERRORS_PREFIX, REQUESTS_PREFIX, UPLOADS_PREFIX
+from spikebatch.control import budget
 from spikebatch.control.dandi_assets import (
     DandiLookupError,
     DandiUnavailableError,
@@ -259,13 +260,23 @@ def _submit(obj: S3Object, deployment: Deployment, work: Any, claim: Claim) -> O
         plan = plan_submission(
             request, deployment, assets=[a.path for a in assets] or None, input_sizes=sizes
         )
+        estimates = budget.plan_estimates(plan, sizes)
+        entered = budget.check_monthly_budget(
+            deployment.bucket, estimates, deployment.monthly_budget_usd
+        )
+    except budget.BudgetRefusal as exc:
+        outcome = _reject_unless_submitted(obj, deployment, claim, exc.errors)
+        if outcome.status == "rejected":
+            budget.notify_refusal(deployment.failure_topic_arn, obj.uri, exc)
+        return outcome
     except RequestError as exc:
         return _reject_unless_submitted(obj, deployment, claim, exc.errors)
     except DandiUnavailableError:
         raise  # the archive may answer a minute from now: Lambda retries
     except DandiLookupError as exc:
         return _reject_unless_submitted(obj, deployment, claim, [FieldError(exc.field, str(exc))])
-    job = submit(plan, deployment, submitted_by=obj.uri, claim=claim)
+    with entered.kept_if_submitted():
+        job = submit(plan, deployment, submitted_by=obj.uri, claim=claim)
     status = "recovered" if job.adopted else "submitted"
     return Outcome(status, obj.uri, [r.run_id for r in plan.runs], job.job_id)
 
@@ -347,7 +358,9 @@ def _reject(obj: S3Object, deployment: Deployment, errors: list[FieldError]) -> 
         "errors": [e.to_json() for e in errors],
         "rejected_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "what_to_do": (
-            "upload the complete NWB file again (README: Uploading instead)"
+            "upload it again when the monthly budget allows (README: Budgets)"
+            if any(e.field == "budget" for e in errors)
+            else "upload the complete NWB file again (README: Uploading instead)"
             if obj.key.startswith(UPLOADS_PREFIX)
             else "fix the fields above and upload the request again (README: Submit)"
         ),

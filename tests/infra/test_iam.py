@@ -202,6 +202,8 @@ def test_submit_lambda_submits_only_to_this_apps_queues_and_job_definitions(synt
         _objects(bucket, "runs/"),
         _objects(bucket, "manifests/"),
     ]
+    assert statements["SpendLedger"]["Action"] == ["s3:GetObject", "s3:PutObject"]
+    assert statements["SpendLedger"]["Resource"] == _objects(bucket, "spend/")
     assert statements["Idempotency"]["Action"] == ["dynamodb:GetItem", "dynamodb:UpdateItem"]
     assert statements["Idempotency"]["Resource"] == {"Fn::GetAtt": [table, "Arn"]}
     # A retry that takes over an interrupted invocation's claim looks its job up.
@@ -243,7 +245,11 @@ def test_run_record_lambda_writes_run_records_publishes_failures_describes_jobs(
         "RunRecords",
         "WriteArraySummaries",
         "WriteCampaignProgress",
+        "SpendLedger",
     ]
+    # The month's spend ledger (spikebatch.control.budget), kept here and at submission.
+    assert sids["SpendLedger"]["Resource"] == _objects(bucket, "spend/")
+    assert sids["ListSpendLedger"]["Condition"] == {"StringLike": {"s3:prefix": ["spend/*"]}}
     publish = [s for s in statements if s["Action"] == "sns:Publish"]
     assert publish == [{"Action": "sns:Publish", "Effect": "Allow", "Resource": {"Ref": topic}}]
     # The topic has its own key (so CloudWatch alarms can publish): using it, and only it.

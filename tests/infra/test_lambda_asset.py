@@ -10,7 +10,7 @@ import pytest
 
 from stacks.lambda_asset import CORE_PACKAGE, LAMBDAS_DIR, stage_lambda_asset
 
-LAMBDAS = ("submit", "run_record")
+LAMBDAS = ("submit", "run_record", "brake")
 
 
 @pytest.mark.parametrize("name", LAMBDAS)

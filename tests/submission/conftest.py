@@ -289,6 +289,12 @@ def record_handler() -> Iterator[Any]:
     yield from _handler_module("run_record")
 
 
+@pytest.fixture
+def brake_handler() -> Iterator[Any]:
+    """``lambdas/brake/handler.py``, imported as Lambda does, logging as in Lambda."""
+    yield from _handler_module("brake")
+
+
 Invoke = Callable[[Any], dict[str, Any]]
 
 

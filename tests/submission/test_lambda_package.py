@@ -83,10 +83,18 @@ ENV = {
         "AWS_DEFAULT_REGION": "us-east-1",
     },
     "run_record": {"DATA_BUCKET": "b", "LOG_GROUP_NAME": "l", "AWS_DEFAULT_REGION": "us-east-1"},
+    "brake": {
+        "DATA_BUCKET": "b",
+        "JOB_QUEUE_ARNS": "q,p",
+        "COMPUTE_ENVIRONMENT_ARNS": "s,o",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    },
 }
 
 
-@pytest.mark.parametrize(("name", "status"), [("submit", "rejected"), ("run_record", "ignored")])
+@pytest.mark.parametrize(
+    ("name", "status"), [("submit", "rejected"), ("run_record", "ignored"), ("brake", "ignored")]
+)
 def test_handler_runs_from_its_asset_alone(
     name: str, status: str, runtime_site: Path, tmp_path: Path
 ) -> None:

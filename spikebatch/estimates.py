@@ -1,4 +1,5 @@
-"""Cost and time estimates for a request: the same numbers for `estimate` and `--dry-run`.
+"""Cost and time estimates for a request: the same numbers for `estimate`, `--dry-run` and
+the monthly budget's check at submission (CLI and submit Lambda, so it lives outside `cli`).
 
 Duration comes from ``--duration-s`` or, failing that, from the asset's size on DANDI,
 read as int16 samples at 30 kHz over ``channels`` channels (how Neuropixels data is stored);
