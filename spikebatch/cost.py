@@ -80,11 +80,12 @@ NETWORK_BASELINE_GBPS: dict[str, float] = {
     "g6.8xlarge": 25.0,
 }
 DEFAULT_NETWORK_GBPS = 5.0  # other types (assumed)
-#: Writing the sorter's int16 input from the gzip NWB through bandpass + common median
-#: reference (the default of sorters that do not filter themselves), raw bytes per second
-#: per vCPU (measured: ``make bench`` convert, 384 channels, 2 vCPUs, 2026-11-22: 45-46 MB/s
-#: in two runs; the Butterworth filtering is the bottleneck).
-CONVERT_BPS_PER_VCPU = 22e6
+#: Writing the sorter's int16 input from the gzip NWB through SpikeInterface's bandpass +
+#: common median reference, raw bytes per second per vCPU (measured: ``make bench``
+#: convert, 384 channels, 2 vCPUs, 2026-11-22: 45-46 MB/s in two runs; the Butterworth
+#: filtering was the bottleneck). What the anchor's setup ran: the sort time is derived
+#: with it.
+ANCHOR_CONVERT_BPS_PER_VCPU = 22e6
 #: The same write through the phase shift only (the Kilosort default on Neuropixels files,
 #: which record ``inter_sample_shift``; Kilosort filters and re-references on the GPU).
 #: Measured: ``make bench`` convert, 60 s of 384 channels with Neuropixels shifts, 2 vCPUs
@@ -92,12 +93,23 @@ CONVERT_BPS_PER_VCPU = 22e6
 #: ``spikebatch/worker/phase_shift.py``; SpikeInterface's own ran at 36.9 MB/s). The AMD EPYC
 #: host of 2026-12-01 ran the earlier code at 191 MB/s: absolute rates differ by host.
 CONVERT_PHASE_SHIFT_BPS_PER_VCPU = 48e6
+#: The same write through the worker's phase shift + bandpass + median reference (the
+#: default of sorters that do not filter themselves; ``spikebatch/worker/spectral.py``,
+#: ``reference.py``): the phase shift's rate times the ratio of the two measured in one
+#: process, back to back (``bench.convert``'s method, 60 s of 384 channels with Neuropixels
+#: shifts, 2 vCPUs, AMD EPYC, 2026-12-03, four pairs: 0.63-0.88 of the phase shift's rate,
+#: 0.73 on average; the host's load average was 6-7 from other jobs, so its absolute rates
+#: are not the ones to use).
+FILTERED_OVER_PHASE_SHIFT = 0.73
+CONVERT_FILTERED_BPS_PER_VCPU = CONVERT_PHASE_SHIFT_BPS_PER_VCPU * FILTERED_OVER_PHASE_SHIFT
 #: The same write without CPU preprocessing (``PREPROCESSING=null``, or a file without
 #: shifts): gzip decompression bound (measured, same run: 236 MB/s on 2 vCPUs; h5py alone
 #: read 170 MB/s on one. The AMD host of 2026-12-01 gave 413 MB/s).
 CONVERT_RAW_BPS_PER_VCPU = 118e6
-#: Steps that filter on the CPU (the slow ones).
-FILTER_STEPS = frozenset({"bandpass", "highpass", "notch", "common_reference"})
+#: Filter steps the worker computes itself (``spectral.py``, ``reference.py``) and those
+#: still SpikeInterface's own code (priced at SpikeInterface's filtering rate).
+FAST_FILTER_STEPS = frozenset({"bandpass", "common_reference"})
+SLOW_FILTER_STEPS = frozenset({"highpass", "notch"})
 #: ``estimate(preprocessing=...)``'s default: the sorter's declared default.
 SORTER_DEFAULT = "sorter default"
 #: SortingAnalyzer + quality metrics + export, per recording second (assumed).
@@ -140,7 +152,8 @@ def _derive_ks3_t4() -> float:
     """Kilosort3's seconds per recording second on a T4, from the cited anchor.
 
     The anchor's 1.915 h minus what the other stages of this model take in the anchor's
-    setup (one download stream, 8 vCPUs converting with CPU preprocessing) is the sort.
+    setup (one download stream, 8 vCPUs converting with SpikeInterface's bandpass + CMR) is
+    the sort.
     So the model reproduces the anchor's $1.44 when asked about the anchor's setup.
     """
     spec = get_instance(ANCHOR["instance_type"])
@@ -150,7 +163,7 @@ def _derive_ks3_t4() -> float:
     others = (
         startup_seconds(spec.name)
         + nbytes / S3_STREAM_BPS
-        + nbytes / (CONVERT_BPS_PER_VCPU * spec.vcpus)
+        + nbytes / (ANCHOR_CONVERT_BPS_PER_VCPU * spec.vcpus)
         + duration * POSTPROCESS_S_PER_RECORDING_S
         + PUBLISH_S
     )
@@ -228,8 +241,10 @@ def fetch_bytes_per_s(instance_type: str, streams: int = FETCH_STREAMS) -> float
 def convert_bytes_per_s_per_vcpu(preprocessing: Mapping[str, Any] | None) -> float:
     """How fast the worker writes the sorter's input through these CPU steps, per vCPU."""
     steps = set(preprocessing or {})
-    if steps & FILTER_STEPS:
-        return CONVERT_BPS_PER_VCPU
+    if steps & SLOW_FILTER_STEPS:
+        return ANCHOR_CONVERT_BPS_PER_VCPU
+    if steps & FAST_FILTER_STEPS:
+        return CONVERT_FILTERED_BPS_PER_VCPU
     if "phase_shift" in steps:
         return CONVERT_PHASE_SHIFT_BPS_PER_VCPU
     return CONVERT_RAW_BPS_PER_VCPU

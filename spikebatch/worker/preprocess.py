@@ -18,14 +18,17 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: Step name -> ``module:function``: SpikeInterface's preprocessing, except the phase shift,
-#: which is SpikeInterface's algorithm in a faster implementation (``phase_shift.py``).
+#: Step name -> ``module:function``: SpikeInterface's preprocessing, with SpikeInterface's
+#: signatures; the phase shift, the bandpass and the global common reference are its
+#: algorithms in faster implementations (``phase_shift.py``, ``spectral.py``: one FFT for a
+#: phase shift and the bandpass after it; ``reference.py``), which hand what they do not
+#: cover back to SpikeInterface's own functions.
 STEPS: dict[str, str] = {
     "phase_shift": "spikebatch.worker.phase_shift:phase_shift",
     "highpass": "spikeinterface.preprocessing:highpass_filter",
-    "bandpass": "spikeinterface.preprocessing:bandpass_filter",
+    "bandpass": "spikebatch.worker.spectral:bandpass_filter",
     "notch": "spikeinterface.preprocessing:notch_filter",
-    "common_reference": "spikeinterface.preprocessing:common_reference",
+    "common_reference": "spikebatch.worker.reference:common_reference",
 }
 #: Extra kwargs the filter steps forward to ``spikeinterface.preprocessing.filter``.
 _FILTER_KWARGS = {"filter_order", "ftype", "filter_mode", "coeff", "add_reflect_padding"}
@@ -101,24 +104,25 @@ def preprocess(
 
 
 def fft_friendly_chunks(recording: Any, job_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """Job kwargs whose chunk length makes the phase shift's FFTs fast.
+    """Job kwargs whose chunk length makes the chain's FFTs fast.
 
-    SpikeInterface's phase shift transforms each chunk plus a margin on both sides; at 5 s
-    and 30 kHz that is 152,400 samples (a factor of 127), which scipy's FFT runs 5x slower
-    than a 5-smooth length. The chunk grows to the next fast length (151,200 + margins: 0.8%).
+    The phase shift (and the bandpass, ``spectral.py``) transform each chunk plus a margin on
+    both sides; at 5 s and 30 kHz with the phase shift's 40 ms that is 152,400 samples (a
+    factor of 127), which scipy's FFT runs 5x slower than a 5-smooth length. The chunk grows
+    to the next fast length (151,200 + margins: 0.8%).
     """
     from scipy.fft import next_fast_len
     from spikeinterface.core.job_tools import ensure_chunk_size
     from spikeinterface.preprocessing.phase_shift import PhaseShiftRecording as SIPhaseShift
 
-    from spikebatch.worker.phase_shift import PhaseShiftRecording
-
-    node = recording
-    while node is not None and not isinstance(node, PhaseShiftRecording | SIPhaseShift):
+    node, margin = recording, None
+    while node is not None and margin is None:
+        margin = getattr(node, "fft_margin", None)  # ours: phase_shift.py, spectral.py
+        if isinstance(node, SIPhaseShift):
+            margin = int(node._kwargs["margin_ms"] * node.sampling_frequency / 1000.0)
         node = node.get_parent()
-    if node is None:
+    if margin is None:
         return dict(job_kwargs)
-    margin = int(node._kwargs.get("margin_ms", 40.0) * node.sampling_frequency / 1000.0)
     wanted = ensure_chunk_size(recording, **{k: v for k, v in job_kwargs.items() if "chunk" in k})
     fast = next_fast_len(wanted + 2 * margin, real=True)
     kwargs = {k: v for k, v in job_kwargs.items() if k not in ("chunk_duration", "chunk_memory")}
