@@ -80,6 +80,10 @@ ERRORS_PREFIX = "errors/"  # why a request was rejected
 RUNS_PREFIX = "runs/"  # run records: request.json, status.json
 MANIFESTS_PREFIX = "manifests/"  # array-job manifests
 RESULTS_PREFIX = "results/"  # worker outputs (OUTPUT_URI)
+CAMPAIGNS_PREFIX = "campaigns/"  # campaign records: campaigns/<campaign-id>/campaign.json
+# A campaign the submit Lambda could not finish inside its time limit goes on from here: its
+# request written again under this prefix (inside requests/, so the same trigger runs it).
+CONTINUATIONS_PREFIX = f"{REQUESTS_PREFIX}continue/"
 SCRATCH_PREFIX = "scratch/"  # expires after a week
 
 # Under OUTPUT_URI/RUN_ID/: the run's manifest, written last, and the run's page (an array's

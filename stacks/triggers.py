@@ -35,6 +35,8 @@ from constructs import Construct
 
 from spikebatch.contract import (
     ERRORS_PREFIX,
+    CAMPAIGNS_PREFIX,
+    CONTINUATIONS_PREFIX,
     MANIFESTS_PREFIX,
     REQUESTS_PREFIX,
     RESULTS_PREFIX,
@@ -189,8 +191,24 @@ class Triggers(Construct):
             sid="WriteRecords",
             actions=["s3:PutObject"],
             bucket=bucket,
-            prefixes=[ERRORS_PREFIX, RUNS_PREFIX, MANIFESTS_PREFIX],
+            prefixes=[
+                ERRORS_PREFIX,
+                RUNS_PREFIX,
+                MANIFESTS_PREFIX,
+                CAMPAIGNS_PREFIX,
+                CONTINUATIONS_PREFIX,
+            ],
         )
+        # A campaign skips what is done or in flight: it lists and reads the run records,
+        # and reads (then updates) its own record.
+        allow_object_prefixes(
+            submit_role,
+            sid="ReadRecords",
+            actions=["s3:GetObject"],
+            bucket=bucket,
+            prefixes=[RUNS_PREFIX, CAMPAIGNS_PREFIX],
+        )
+        allow_list_prefixes(submit_role, sid="ListRuns", bucket=bucket, prefixes=[RUNS_PREFIX])
         self._idempotency(self.submit)
         for arn in job_definitions:
             acknowledge(

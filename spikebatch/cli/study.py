@@ -20,8 +20,8 @@ from spikebatch.cli.common import (
     err,
     out,
 )
-from spikebatch.cli.estimates import RecordingSize, estimate_runs
 from spikebatch.contract import DEFAULT_DANDI_API_URL, Env
+from spikebatch.control.estimates import RecordingSize, estimate_runs
 from spikebatch.control.stack_outputs import DEFAULT_STACK_NAME
 from spikebatch.control.submission import Deployment
 from spikebatch.pages import fmt_number, fmt_usd

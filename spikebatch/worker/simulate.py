@@ -89,7 +89,9 @@ def generate_recording(spec: GroundTruthSpec):
                 contact_shapes="circle",
                 contact_shape_params={"radius": 6},
             ),
-            generate_sorting_kwargs=dict(firing_rates=spec.firing_rate_hz, refractory_period_ms=4.0),
+            generate_sorting_kwargs=dict(
+                firing_rates=spec.firing_rate_hz, refractory_period_ms=4.0
+            ),
             generate_unit_locations_kwargs=dict(
                 margin_um=10.0,
                 minimum_z=5.0,

@@ -144,7 +144,7 @@ def test_dry_run_prints_the_exact_request_and_submits_nothing(
 
 
 def test_estimate_prices_only_instance_types_the_job_fits() -> None:
-    from spikebatch.cli.estimates import fitting_instance_types
+    from spikebatch.control.estimates import fitting_instance_types
     from spikebatch.instances import INSTANCE_TYPES
 
     small = parse_request(

@@ -17,7 +17,7 @@ import pytest
 
 from spikebatch import aws
 from spikebatch.contract import RUN_ID_TAG
-from spikebatch.control import idempotency
+from spikebatch.control import campaign, idempotency, records
 from spikebatch.control.submission import CLAIM_TAG
 from tests.submission.conftest import BUCKET, FakeStack, Invoke, client
 from tests.submission.faults import Attempt, Died, FakeClock, Faults, Throttle, deliver
@@ -62,19 +62,30 @@ def check_one_job(
     outcome = final(attempts)
     assert outcome["status"] in {"submitted", "recovered"}, outcome
     runs = outcome["run_ids"]
-    records = [stack.get_json(f"runs/{run}/request.json") for run in runs]
-    run_id = records[0].get("parent_run_id") or runs[0]
     claim = claim_item(stack, event)
-    tag = idempotency.Claim("", claim["pk"], "").tag
+    if "campaign_id" in outcome:  # a request: a campaign, whose arrays carry its own tag
+        record = stack.get_json(f"campaigns/{outcome['campaign_id']}/campaign.json")
+        [array] = [a for a in record["arrays"] if a.get("job_id")]
+        run_id = array["run_id"]
+        tag = campaign.array_tag(outcome["campaign_id"], run_id)
+    else:
+        run_id = runs[0]
+        tag = idempotency.Claim("", claim["pk"], "").tag
     [job] = jobs_of(stack, run_id)
     assert [j["jobId"] for j in stack.jobs() if j["tags"].get(CLAIM_TAG) == tag] == [job["jobId"]]
     assert job["jobId"] == outcome["job_id"]
+    submitted = stack.get_json(f"runs/{run_id}/request.json")
+    assert submitted["job_id"] == job["jobId"]
     if len(runs) > 1:
-        assert stack.get_json(f"runs/{run_id}/request.json")["job_id"] == job["jobId"]
-    for index, record in enumerate(records):
-        assert record["job_id"] == (job["jobId"] if len(runs) == 1 else f"{job['jobId']}:{index}")
+        assert [c["run_id"] for c in submitted["children"]] == runs
+        for index, child in enumerate(
+            records.load_children(BUCKET, records.load_run(BUCKET, run_id))
+        ):
+            assert child.job_id == f"{job['jobId']}:{index}"
     if settled:
         assert (claim["state"], claim["job_id"]) == ("done", job["jobId"])
+    elif "campaign_id" in outcome:  # a later delivery re-plans: the campaign's records hold
+        assert claim["state"] == "claimed"
     else:
         assert (claim["state"], claim["job_name"]) == ("claimed", job["jobName"])
     assert stack.keys("errors/") == []
