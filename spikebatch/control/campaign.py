@@ -74,14 +74,10 @@ from spikebatch.cost import NEUROPIXELS_CHANNELS
 
 log = logging.getLogger(__name__)
 
-#: The request fields that say how much of a campaign to submit, not what it is.
-KNOBS = frozenset(
-    {"max_cost_usd", "max_concurrent_jobs", "retry_failed", "max_attempts_per_input", "rerun"}
-)
 #: ListJobs is eventually consistent: a noted array is looked up only this long after it was
 #: noted (the claim protocol's lease margin, idempotency.LEASE_S - HANDLER_TIMEOUT_S).
 ADOPT_AFTER_S = 10.0
-#: Array run ids start with this, so that one listing finds every array's record.
+#: Array run ids start with this (a campaign's arrays are listed in its record).
 ARRAY_PREFIX = "array-"
 #: The submit Lambda stops starting arrays when less than this (or twice the slowest array
 #: so far) is left of its time limit, and carries on in a follow-up invocation.
@@ -214,38 +210,35 @@ class _Records:
 def _read_records(
     bucket: str,
     run_ids: Sequence[str],
+    arrays: Sequence[str],
     adopt: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> _Records:
-    """One listing of the inputs' ``runs/`` keys and of the arrays' records, then GETs only
-    of what exists: a fresh campaign of 12,000 costs a few LISTs, not 36,000 GETs."""
-    keys = _list_keys(bucket, [*_shards(run_ids), f"{RUNS_PREFIX}{ARRAY_PREFIX}"])
+    """One listing of the inputs' ``runs/`` keys, then GETs only of what exists (a fresh
+    campaign of 12,000 costs a few LISTs, not 36,000 GETs), and of the campaign's own
+    arrays' records (their children have no records of their own) unless they finished."""
+    keys = _list_keys(bucket, _shards(run_ids))
     wanted = set(run_ids)
     by_run: dict[str, set[str]] = defaultdict(set)
     for key in keys:
         by_run[_run_id_of(key)].add(key.rsplit("/", 1)[-1])
-    arrays = [r for r in by_run if r.startswith(ARRAY_PREFIX) and "request.json" in by_run[r]]
-    status_keys = [
-        record_key(r, "status.json")
-        for r in wanted | set(arrays)
-        if "status.json" in by_run.get(r, ())
-    ]
-    request_keys = [
-        record_key(r, "request.json") for r in wanted if "request.json" in by_run.get(r, ())
-    ]
+    status_keys = [record_key(r, "status.json") for r in wanted if "status.json" in by_run[r]]
+    status_keys += [record_key(a, "status.json") for a in arrays if a not in wanted]
+    request_keys = [record_key(r, "request.json") for r in wanted if "request.json" in by_run[r]]
     statuses = {_run_id_of(k): v for k, v in _read_all(bucket, status_keys).items() if v}
     live = [a for a in arrays if str((statuses.get(a) or {}).get("status")) not in TERMINAL]
+    live = [a for a in live if a not in wanted]  # a one-input "array" is a run's own record
     documents = _read_all(bucket, request_keys + [record_key(a, "request.json") for a in live])
     requests = {_run_id_of(k): v for k, v in documents.items() if v}
     memberships: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
     for array_id in live:
         record = requests.pop(array_id, None)
-        if record is None:
+        if record is None or not record.get("children"):
             continue
         if not record.get("job_id"):
             record = adopt(record)
         if not record.get("job_id"):
             continue  # never submitted: its children are not in flight
-        for child in record.get("children") or []:
+        for child in record["children"]:
             if child.get("run_id") in wanted:
                 memberships[str(child["run_id"])].append((record, child))
     return _Records(statuses, requests, memberships)
@@ -321,7 +314,9 @@ def classify(
     def find_single(record: dict[str, Any]) -> bool:
         return _job_exists(record, RUN_ID_TAG, str(record["run_id"]))
 
-    records = _read_records(bucket, [i.run.run_id for i in inputs], adopt)
+    noted = (load_campaign(bucket, campaign_id(request)) or {}).get("arrays") or []
+    arrays = [str(a["run_id"]) for a in noted]
+    records = _read_records(bucket, [i.run.run_id for i in inputs], arrays, adopt)
     result = Classification()
     parents: dict[str, Any] = {}
     for item in inputs:
@@ -604,6 +599,7 @@ def submit_campaign(
     deadline: float | None = None,
     claim: Claim | None = None,
     on_array: Callable[[SubmissionPlan, SubmittedJob], None] | None = None,
+    request_claim: Claim | None = None,
 ) -> CampaignResult:
     """Submit the plan's arrays in order, each depending on the previous one.
 
@@ -611,7 +607,10 @@ def submit_campaign(
     that every invocation makes progress), no array is started when less than
     :data:`TIME_MARGIN_S` (or twice the slowest array so far) is left; the caller carries
     on with :func:`write_continuation`. An invocation killed anyway is resumed like any
-    other. ``claim`` (the campaign's) is renewed after each array.
+    other. ``claim`` (the campaign's) is renewed after each array. ``request_claim`` (the
+    S3 trigger's, on the request object) notes each array's job name, queue and tag before
+    its SubmitJob, as single jobs are noted: a retry that can no longer read the request
+    still finds the job (``upload_trigger``).
     """
     bucket = deployment.bucket
     cid = plan.campaign_id
@@ -626,7 +625,7 @@ def submit_campaign(
             log.info("campaign %s: %d arrays left for a follow-up", cid, result.remaining)
             break
         started = time.monotonic()
-        job = _submit_array(array, deployment, plan, previous, submitted_by)
+        job = _submit_array(array, deployment, plan, previous, submitted_by, request_claim)
         result.jobs.append((array, job))
         previous = job.job_id
         if claim is not None:
@@ -643,6 +642,7 @@ def _submit_array(
     plan: CampaignPlan,
     depends_on: str | None,
     submitted_by: str,
+    request_claim: Claim | None = None,
 ) -> SubmittedJob:
     """Note the array in the campaign record, submit it (records, manifest, SubmitJob,
     records again), then note its job id."""
@@ -663,6 +663,9 @@ def _submit_array(
         "noted_at": now(),
     }
     _note_array(bucket, cid, array.run_id, **entry)
+    if request_claim is not None:
+        tag = request["tags"][CLAIM_TAG]
+        request_claim.note(job_name=request["jobName"], job_queue=request["jobQueue"], job_tag=tag)
     job = submit(
         array,
         deployment,
@@ -702,6 +705,7 @@ def submit_request(
     deadline: float | None = None,
     on_plan: Callable[[CampaignPlan], None] | None = None,
     on_array: Callable[[SubmissionPlan, SubmittedJob], None] | None = None,
+    request_claim: Claim | None = None,
 ) -> tuple[CampaignPlan, CampaignResult | None]:
     """The whole submission, for the CLI and the submit Lambda alike: under the campaign's
     claim, classify, plan (``on_plan`` shows it before anything is sent), keep to the cost
@@ -723,6 +727,7 @@ def submit_request(
             deadline=deadline,
             claim=held,
             on_array=on_array,
+            request_claim=request_claim,
         )
         if result.remaining:
             write_continuation(deployment.bucket, plan, result)

@@ -277,7 +277,7 @@ def _submit(
     try:
         request = work(obj, deployment)
         if work is _request_from_file:
-            return _submit_campaign(obj, request, deployment, table=table, deadline=deadline)
+            return _submit_campaign(obj, request, deployment, claim, table=table, deadline=deadline)
         assets = resolve_request_assets(request, api_url=deployment.dandi_api_url)
         sizes = {a.path: a.size for a in assets}
         if request.input_uri == obj.uri and obj.size:  # an upload: its size came with the event
@@ -300,6 +300,7 @@ def _submit_campaign(
     obj: S3Object,
     request: JobRequest,
     deployment: Deployment,
+    claim: Claim,
     *,
     table: str,
     deadline: float | None,
@@ -308,7 +309,13 @@ def _submit_campaign(
     submit the rest in arrays; what the time limit leaves goes on in a follow-up."""
     inputs = campaign.resolve_inputs(request, api_url=deployment.dandi_api_url)
     plan, result = campaign.submit_request(
-        request, deployment, inputs, submitted_by=obj.uri, table=table, deadline=deadline
+        request,
+        deployment,
+        inputs,
+        submitted_by=obj.uri,
+        table=table,
+        deadline=deadline,
+        request_claim=claim,
     )
     assert result is not None  # not a dry run
     runs = [r.run_id for array, _ in result.jobs for r in array.runs]
@@ -332,7 +339,8 @@ def _reject_unless_submitted(
     """Reject, unless an interrupted invocation had already submitted the job (and the
     object, or DANDI, changed since): that job stands, and the upload is not rejected."""
     name, queue = claim.replaced.get("job_name"), claim.replaced.get("job_queue")
-    found = find_claimed_job(queue, name, claim.tag) if name and queue else None
+    tag = claim.replaced.get("job_tag") or claim.tag  # a campaign's array: its own tag
+    found = find_claimed_job(queue, name, tag) if name and queue else None
     if found is None:
         return _reject(obj, deployment, errors)
     log.warning("%s no longer plans (%s); job %s had been submitted", obj.uri, errors, name)
