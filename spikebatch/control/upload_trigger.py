@@ -321,11 +321,18 @@ def _submit_campaign(
     runs = [r.run_id for array, _ in result.jobs for r in array.runs]
     if len(runs) > OUTCOME_RUN_IDS:
         runs = [array.run_id for array, _ in result.jobs]
+    status, job_id = "submitted" if result.jobs else "skipped", None
+    if not result.jobs:  # a retry of an invocation that died after its SubmitJob(s)?
+        name, queue = claim.replaced.get("job_name"), claim.replaced.get("job_queue")
+        tag = claim.replaced.get("job_tag")
+        found = find_claimed_job(queue, name, tag) if name and queue and tag else None
+        if found is not None:
+            status, job_id = "recovered", found["jobId"]
     return Outcome(
-        "submitted" if result.jobs else "skipped",
+        status,
         obj.uri,
         runs,
-        result.jobs[0][1].job_id if result.jobs else None,
+        result.jobs[0][1].job_id if result.jobs else job_id,
         campaign_id=plan.campaign_id,
         counts=plan.counts,
         job_ids=[job.job_id for _, job in result.jobs],

@@ -61,7 +61,7 @@ def check_one_job(
     """
     outcome = final(attempts)
     assert outcome["status"] in {"submitted", "recovered"}, outcome
-    runs = outcome["run_ids"]
+    runs = outcome.get("run_ids", [])  # a recovered campaign names its jobs, not runs
     claim = claim_item(stack, event)
     if "campaign_id" in outcome:  # a request: a campaign, whose arrays carry its own tag
         record = stack.get_json(f"campaigns/{outcome['campaign_id']}/campaign.json")
