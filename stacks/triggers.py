@@ -34,9 +34,9 @@ from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from spikebatch.contract import (
-    ERRORS_PREFIX,
     CAMPAIGNS_PREFIX,
     CONTINUATIONS_PREFIX,
+    ERRORS_PREFIX,
     MANIFESTS_PREFIX,
     REQUESTS_PREFIX,
     RESULTS_PREFIX,

@@ -205,6 +205,8 @@ class _Records:
     requests: dict[str, dict[str, Any]]
     #: run id -> (array record, child entry) for every array whose job is not finished
     memberships: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]]
+    #: the campaign's arrays that were submitted (run id -> job id), from their records
+    submitted: dict[str, str] = field(default_factory=dict)
 
 
 def _read_records(
@@ -230,6 +232,7 @@ def _read_records(
     documents = _read_all(bucket, request_keys + [record_key(a, "request.json") for a in live])
     requests = {_run_id_of(k): v for k, v in documents.items() if v}
     memberships: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
+    submitted: dict[str, str] = {}
     for array_id in live:
         record = requests.pop(array_id, None)
         if record is None or not record.get("children"):
@@ -238,10 +241,11 @@ def _read_records(
             record = adopt(record)
         if not record.get("job_id"):
             continue  # never submitted: its children are not in flight
+        submitted[array_id] = str(record["job_id"])
         for child in record["children"]:
             if child.get("run_id") in wanted:
                 memberships[str(child["run_id"])].append((record, child))
-    return _Records(statuses, requests, memberships)
+    return _Records(statuses, requests, memberships, submitted)
 
 
 def _status_state(status: Mapping[str, Any]) -> str | None:
@@ -317,6 +321,10 @@ def classify(
     noted = (load_campaign(bucket, campaign_id(request)) or {}).get("arrays") or []
     arrays = [str(a["run_id"]) for a in noted]
     records = _read_records(bucket, [i.run.run_id for i in inputs], arrays, adopt)
+    for entry in noted:  # killed between an array's records and its note in the campaign's
+        job_id = records.submitted.get(str(entry["run_id"]))
+        if job_id and not entry.get("job_id"):
+            _note_array(bucket, campaign_id(request), str(entry["run_id"]), job_id=job_id)
     result = Classification()
     parents: dict[str, Any] = {}
     for item in inputs:
