@@ -24,7 +24,10 @@ def arrays(stack: FakeStack) -> list[dict[str, Any]]:
     jobs = [j for start in range(0, len(ids), 100)
             for j in batch.describe_jobs(jobs=sorted(ids)[start : start + 100])["jobs"]]  # fmt: skip
     jobs = [j for j in jobs if "size" in (j.get("arrayProperties") or {})]
-    return sorted(jobs, key=lambda j: j["createdAt"])
+    # createdAt has milliseconds (two arrays may share one): the campaign record's order first
+    noted = [stack.get_json(key).get("arrays") or [] for key in stack.keys("campaigns/")]
+    order = {a["job_id"]: i for entries in noted for i, a in enumerate(entries) if a.get("job_id")}
+    return sorted(jobs, key=lambda j: (order.get(j["jobId"], len(order)), j["createdAt"]))
 
 
 def children(stack: FakeStack) -> Counter[str]:
