@@ -81,6 +81,10 @@ RUNS_PREFIX = "runs/"  # run records: request.json, status.json
 MANIFESTS_PREFIX = "manifests/"  # array-job manifests
 CAMPAIGNS_PREFIX = "campaigns/"  # campaign.json, progress shards, the cancel record
 RESULTS_PREFIX = "results/"  # worker outputs (OUTPUT_URI)
+CAMPAIGNS_PREFIX = "campaigns/"  # campaign records: campaigns/<campaign-id>/campaign.json
+# A campaign the submit Lambda could not finish inside its time limit goes on from here: its
+# request written again under this prefix (inside requests/, so the same trigger runs it).
+CONTINUATIONS_PREFIX = f"{REQUESTS_PREFIX}continue/"
 SCRATCH_PREFIX = "scratch/"  # expires after a week
 SPEND_PREFIX = "spend/"  # the month-to-date ledger: spend/<YYYY-MM>/<shard>.json
 BRAKE_KEY = "brake.json"  # why the budget brake disabled the job queues (while it holds)

@@ -36,6 +36,7 @@ from constructs import Construct
 from spikebatch.contract import (
     BRAKE_KEY,
     CAMPAIGNS_PREFIX,
+    CONTINUATIONS_PREFIX,
     ERRORS_PREFIX,
     MANIFESTS_PREFIX,
     REQUESTS_PREFIX,
@@ -201,8 +202,24 @@ class Triggers(Construct):
             sid="WriteRecords",
             actions=["s3:PutObject"],
             bucket=bucket,
-            prefixes=[ERRORS_PREFIX, RUNS_PREFIX, MANIFESTS_PREFIX],
+            prefixes=[
+                ERRORS_PREFIX,
+                RUNS_PREFIX,
+                MANIFESTS_PREFIX,
+                CAMPAIGNS_PREFIX,
+                CONTINUATIONS_PREFIX,
+            ],
         )
+        # A campaign skips what is done or in flight: it lists and reads the run records,
+        # and reads (then updates) its own record.
+        allow_object_prefixes(
+            submit_role,
+            sid="ReadRecords",
+            actions=["s3:GetObject"],
+            bucket=bucket,
+            prefixes=[RUNS_PREFIX, CAMPAIGNS_PREFIX],
+        )
+        allow_list_prefixes(submit_role, sid="ListRuns", bucket=bucket, prefixes=[RUNS_PREFIX])
         self._idempotency(self.submit)
         self._spend_ledger(self.submit, bucket)
         # While the budget brake holds, submissions are refused with its reason.

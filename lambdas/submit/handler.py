@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -19,4 +20,7 @@ copy_config_to_registered_loggers(source_logger=logger, include={"spikebatch"})
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return upload_trigger.handle(event, os.environ)
+    # A campaign too large for one invocation stops starting arrays before this, and
+    # carries on in a follow-up (spikebatch.control.campaign).
+    deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000
+    return upload_trigger.handle(event, os.environ, deadline=deadline)

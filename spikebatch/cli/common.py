@@ -20,7 +20,7 @@ from rich.console import Console
 from spikebatch import aws
 from spikebatch.cli.engine import EngineError
 from spikebatch.contract import DEFAULT_DANDI_API_URL
-from spikebatch.control import records, submission
+from spikebatch.control import idempotency, records, submission
 from spikebatch.control.campaign_progress import CampaignNotFoundError
 from spikebatch.control.dandi_assets import DandiAsset, DandiLookupError
 from spikebatch.control.request import JobRequest, RequestError, parse_request
@@ -47,6 +47,7 @@ DOMAIN_ERRORS = (
     StudySpecError,
     ValueError,
     submission.JobMayExist,
+    idempotency.ClaimBusy,
     ClientError,
     BotoCoreError,
     OSError,
@@ -156,6 +157,37 @@ DurationOpt = Annotated[
 ChannelsOpt = Annotated[
     int, typer.Option("--channels", min=1, help="Channels per recording, for the estimate.")
 ]
+MaxCostOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        metavar="USD",
+        help="Submit nothing if the estimate of what would run (after skipping) is higher.",
+    ),
+]
+MaxConcurrentOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-concurrent-jobs",
+        min=1,
+        help="At most this many jobs of the campaign at once: arrays of this size, each "
+        "waiting for the one before (Batch dependsOn).",
+    ),
+]
+RetryFailedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--retry-failed", help="Submit inputs whose last run failed again (up to --max-attempts)."
+    ),
+]
+RerunOpt = Annotated[
+    bool,
+    typer.Option("--rerun", help="Sort again what succeeded or failed (not what is in flight)."),
+]
+MaxAttemptsOpt = Annotated[
+    int | None,
+    typer.Option("--max-attempts", min=1, help="Submissions of one input, at most [default: 3]."),
+]
 RunIdArg = Annotated[str, typer.Argument(help="Run id, as printed by `submit` or `status`.")]
 
 
@@ -205,7 +237,7 @@ def build_request(
         **(extra or {}),
     }
     if any(flags[k] is not None for k in ("assets", "asset_glob", "input_uri")):
-        for key in ("assets", "asset_glob", "input_uri"):  # a flag replaces the file's input
+        for key in _INPUT_KEYS:  # a flag replaces the file's input
             data.pop(key, None)
     data |= {k: v for k, v in flags.items() if v is not None}
     if params:
@@ -215,9 +247,12 @@ def build_request(
         overrides["spot"] = spot
     if overrides:
         data["resources"] = _merged(data.get("resources"), overrides)
-    if not any(data.get(k) for k in ("assets", "asset_glob", "input_uri")):
+    if not any(data.get(k) for k in _INPUT_KEYS):
         raise ValueError("say what to sort: --asset, --glob, --input-uri or --request FILE")
     return parse_request(data, default_sorter=default_sorter)
+
+
+_INPUT_KEYS = ("assets", "asset_glob", "asset_globs", "dandisets", "input_uri")
 
 
 def _merged(from_file: Any, flags: dict[str, Any]) -> Any:

@@ -22,9 +22,14 @@ from spikebatch.cli.common import (
     DurationOpt,
     GlobOpt,
     InputUriOpt,
+    MaxAttemptsOpt,
+    MaxConcurrentOpt,
+    MaxCostOpt,
     ParamOpt,
     RegionOpt,
     RequestOpt,
+    RerunOpt,
+    RetryFailedOpt,
     RunIdArg,
     SorterOpt,
     SpotOpt,
@@ -39,15 +44,14 @@ from spikebatch.cli.common import (
 )
 from spikebatch.cli.queues import print_budget
 from spikebatch.contract import DEFAULT_DANDI_API_URL
-from spikebatch.control import budget, records, submission
+from spikebatch.control import campaign, records
 from spikebatch.control.cancel import cancel_job, cancel_reason
 from spikebatch.control.dandi_assets import resolve_request_assets
 from spikebatch.control.job_status import TERMINAL
 from spikebatch.control.stack_outputs import (
     DEFAULT_STACK_NAME,
 )
-from spikebatch.control.submission import plan_submission
-from spikebatch.estimates import estimate_runs
+from spikebatch.estimates import RecordingSize, estimate_runs
 
 
 def submit(
@@ -70,11 +74,17 @@ def submit(
     output_prefix: Annotated[
         str | None, typer.Option(help="Results go to s3://<bucket>/results/<prefix>/<run-id>/.")
     ] = None,
+    max_cost: MaxCostOpt = None,
+    max_concurrent_jobs: MaxConcurrentOpt = None,
+    retry_failed: RetryFailedOpt = False,
+    rerun: RerunOpt = False,
+    max_attempts: MaxAttemptsOpt = None,
     dry_run: Annotated[
         bool,
         typer.Option(
             "--dry-run",
-            help="Print the exact Batch request (ARNs from the stack) and the estimate; submit nothing.",
+            help="Print the plan (what is done, in flight, to run), the exact Batch requests "
+            "(ARNs from the stack) and the estimate; submit nothing.",
         ),
     ] = False,
     duration_s: DurationOpt = None,
@@ -84,7 +94,8 @@ def submit(
     stack_name: StackOpt = DEFAULT_STACK_NAME,
     region: RegionOpt = None,
 ) -> None:
-    """Submit a sorting job: one asset, a glob (one Batch array job), or an S3/HTTPS file."""
+    """Submit a request as a campaign: what is done or in flight is skipped, the rest goes
+    out in Batch array jobs of at most 10,000 (README: Campaigns)."""
     with domain_errors():
         stack = deployed_stack(stack_name, region)
         deployment = stack.deployment()
@@ -104,34 +115,45 @@ def submit(
                 "memory_gib": memory_gib,
                 "timeout_hours": timeout_hours,
             },
-            extra={"max_duration_s": max_duration_s, "output_prefix": output_prefix},
+            extra={
+                "max_duration_s": max_duration_s,
+                "output_prefix": output_prefix,
+                "max_cost_usd": max_cost,
+                "max_concurrent_jobs": max_concurrent_jobs,
+                "retry_failed": retry_failed or None,
+                "rerun": rerun or None,
+                "max_attempts_per_input": max_attempts,
+            },
             default_sorter=deployment.default_sorter,
         )
         if dandi_api_url:  # the flag also tells the job where to fetch from
             deployment = dataclasses.replace(deployment, dandi_api_url=dandi_api_url)
-        api_url = deployment.dandi_api_url
-        assets = resolve_request_assets(request, api_url=api_url, token=dandi_api_key)
-        plan = plan_submission(
+        inputs = campaign.resolve_inputs(
+            request, api_url=deployment.dandi_api_url, token=dandi_api_key
+        )
+        plan, _ = campaign.submit_request(
             request,
             deployment,
-            assets=[a.path for a in assets] or None,
-            input_sizes={a.path: a.size for a in assets},
+            inputs,
+            submitted_by="cli",
+            table=stack.outputs.get("IdempotencyTableName"),
+            channels=channels,
+            duration_s=duration_s,
+            dry_run=dry_run,
+            on_plan=lambda plan: render.campaign_plan(out, plan),
+            on_array=lambda array, job: render.submitted(out, array, job, stack.bucket),
         )
         if dry_run:
-            estimates = estimate_runs(
-                request, recording_sizes(request, assets, duration_s), channels
-            )
-            render.dry_run(out, plan, estimates)
-            return
-        estimates = budget.plan_estimates(
-            plan, {a.path: a.size for a in assets}, channels=channels, duration_s=duration_s
-        )
-        entered = budget.check_monthly_budget(
-            stack.bucket, estimates, deployment.monthly_budget_usd
-        )
-        with entered.kept_if_submitted():
-            job = submission.submit(plan, deployment, submitted_by="cli")
-        render.submitted(out, plan, job, stack.bucket)
+            named = {i.run.run_id: i for i in inputs}
+            for array in plan.arrays:
+                rows = None
+                if len(array.runs) <= render.DETAIL_MAX:  # per recording, as `estimate`
+                    sizes = [
+                        RecordingSize(named[r.run_id].name, named[r.run_id].size, duration_s)
+                        for r in array.runs
+                    ]
+                    rows = estimate_runs(request, sizes, channels)
+                render.dry_run(out, array, rows)
 
 
 def estimate(
@@ -179,11 +201,17 @@ def status(
         print_budget(out, stack)
         if run_id is None:
             found = records.load_runs(stack.bucket, records.list_run_ids(stack.bucket))
+            listed = {r.run_id for r in found}
+            for array in [r for r in found if r.children]:  # campaign children have no
+                found += [  # record of their own until their first Batch event
+                    c for c in records.load_children(stack.bucket, array) if c.run_id not in listed
+                ]
+            found.sort(key=lambda r: r.run_id)
             live = records.live_statuses([r.job_id for r in found if r.state not in TERMINAL])
             render.run_table(out, found, live)
             return
         record = records.load_run(stack.bucket, run_id)
-        children = records.load_runs(stack.bucket, [c["run_id"] for c in record.children])
+        children = records.load_children(stack.bucket, record)
         live = records.live_statuses([r.job_id for r in [record, *children]])
         render.run_detail(out, record, children, live)
 
@@ -198,7 +226,7 @@ def _submitted_run(bucket: str, run_id: str) -> records.RunRecord:
 def _log_targets(bucket: str, run_id: str) -> list[records.RunRecord]:
     record = records.load_run(bucket, run_id)
     if record.children:
-        return records.load_runs(bucket, [c["run_id"] for c in record.children])
+        return records.load_children(bucket, record)
     return [record]
 
 

@@ -28,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from spikebatch import aws
+from spikebatch.control.campaign import DONE, FAILED, IN_FLIGHT, OVER_CAP, TO_RUN, CampaignPlan
 from spikebatch.control.campaign_progress import (
     NOT_SUBMITTED,
     STATES,
@@ -49,25 +50,59 @@ def _short_arn(arn: str) -> str:
     return arn.rsplit("/", 1)[-1]
 
 
-def dry_run(console: Console, plan: SubmissionPlan, estimates: list[RunEstimate]) -> None:
+#: Arrays up to this size are shown child by child (manifest, estimate rows); larger ones
+#: by their first children and totals.
+DETAIL_MAX = 50
+
+
+def campaign_plan(console: Console, plan: CampaignPlan) -> None:
+    """The plan before anything is sent: the counts, the arrays, the estimate and the cap."""
+    counts = plan.counts
+    console.print(
+        f"Campaign {plan.campaign_id}: {sum(counts.values()):,} inputs: "
+        f"{counts[TO_RUN]:,} to run, {counts[DONE]:,} done, {counts[IN_FLIGHT]:,} in flight, "
+        f"{counts[FAILED]:,} failed, {counts[OVER_CAP]:,} over the attempt cap",
+        markup=False,
+    )
+    if not plan.arrays:
+        console.print("Nothing to submit.", markup=False)
+        return
+    sizes = ", ".join(f"{len(a.runs):,}" for a in plan.arrays)
+    cap = plan.request.max_cost_usd
+    console.print(
+        f"Estimate: ${plan.estimate_usd:,.2f} for {plan.to_run:,} runs in "
+        f"{len(plan.arrays)} job(s) of {sizes}"
+        + (f" ({plan.unpriced:,} without a price)" if plan.unpriced else "")
+        + (f"; cap ${cap:,.2f}" if cap is not None else ""),
+        markup=False,
+    )
+
+
+def dry_run(console: Console, plan: SubmissionPlan, estimates: list[RunEstimate] | None) -> None:
     console.print("Dry run: nothing was submitted.", markup=False)
     _runs(console, plan)
     if plan.is_array:
         env = {e["name"]: e["value"] for e in plan.submit_job["containerOverrides"]["environment"]}
         console.print(f"\nArray manifest, written to {env['ARRAY_MANIFEST_URI']}:", markup=False)
-        _json(console, plan.manifest)
+        if len(plan.runs) <= DETAIL_MAX:
+            _json(console, plan.manifest)
+        else:
+            console.print(f"  ({len(plan.runs):,} entries)", markup=False)
     console.print("\nBatch SubmitJob request:", markup=False)
     _json(console, plan.submit_job)
     console.print()
-    estimates_table(console, estimates)
+    if estimates is not None:
+        estimates_table(console, estimates)
 
 
 def _runs(console: Console, plan: SubmissionPlan) -> None:
     kind = f"array job of {len(plan.runs)}" if plan.is_array else "job"
     console.print(f"Run {plan.run_id} ({kind}), results under {plan.output_uri}/", markup=False)
-    for run in plan.runs:
+    for run in plan.runs[:DETAIL_MAX]:
         index = "" if run.array_index is None else f"[{run.array_index}] "
         console.print(f"  {index}{run.run_id}  ←  {run.source}", markup=False)
+    if len(plan.runs) > DETAIL_MAX:
+        console.print(f"  ... and {len(plan.runs) - DETAIL_MAX:,} more", markup=False)
 
 
 def submitted(console: Console, plan: SubmissionPlan, job: SubmittedJob, bucket: str) -> None:

@@ -265,7 +265,7 @@ def record_finished(
 # -- what a submission is expected to cost --------------------------------------------------
 
 
-def _ceiling_usd(request: JobRequest) -> float:
+def ceiling_usd(request: JobRequest) -> float:
     """A run whose length is unknown (an input of unknown size): its time limit on the
     cheapest instance type it fits, what one attempt can cost at most there."""
     prices = [
@@ -297,7 +297,7 @@ def plan_estimates(
         sizes.append(RecordingSize(name, (input_sizes or {}).get(name), duration_s))
     try:
         rows = estimate_runs(request, sizes, channels)
-        ceiling = _ceiling_usd(request)
+        ceiling = ceiling_usd(request)
     except ValueError as exc:
         raise RequestError([FieldError("resources", str(exc))]) from None
     return {

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from spikebatch.contract import DEFAULT_DANDI_API_URL
-from spikebatch.control.request import JobRequest
+from spikebatch.control.request import MAX_CAMPAIGN_INPUTS, DandisetSelection, JobRequest
 
-PAGE_SIZE = 1000
+PAGE_SIZE = 1000  # the archive's largest page: 12,000 assets are 12 requests
 TIMEOUT_S = 30.0
-MAX_ASSETS = 10_000  # one Batch array job at most
+MAX_ASSETS = MAX_CAMPAIGN_INPUTS  # one request (a campaign of several arrays) at most
 FEW_PATHS = 20  # up to this many paths are looked up one by one
 
 
@@ -143,7 +143,7 @@ def glob_assets(
         found.append(asset)
         if len(found) > MAX_ASSETS:
             raise DandiLookupError(
-                f"{pattern!r} matches more than {MAX_ASSETS} assets (one array job's limit); "
+                f"{pattern!r} matches more than {MAX_ASSETS} assets (one request's limit); "
                 "narrow the glob"
             )
     return found
@@ -176,16 +176,44 @@ def get_assets(
     return found
 
 
+def resolve_selection(
+    selection: DandisetSelection, *, api_url: str, token: str | None = None
+) -> list[DandiAsset]:
+    """One dandiset's assets: its paths checked, or the union of its globs (sorted by path)."""
+    if selection.assets is not None:
+        return get_assets(
+            selection.dandiset_id, selection.version, selection.assets, api_url=api_url, token=token
+        )
+    found: dict[str, DandiAsset] = {}
+    for pattern in selection.globs:
+        for asset in glob_assets(
+            selection.dandiset_id, selection.version, pattern, api_url=api_url, token=token
+        ):
+            found.setdefault(asset.path, asset)
+    return [found[path] for path in sorted(found)]
+
+
+def resolve_selections(
+    request: JobRequest, *, api_url: str, token: str | None = None
+) -> list[tuple[DandisetSelection, list[DandiAsset]]]:
+    """Every dandiset part of a request with its assets; [] for an ``input_uri``."""
+    resolved = []
+    total = 0
+    for selection in request.selections():
+        assets = resolve_selection(selection, api_url=api_url, token=token)
+        total += len(assets)
+        if total > MAX_ASSETS:
+            raise DandiLookupError(f"the request names more than {MAX_ASSETS} assets; split it")
+        resolved.append((selection, assets))
+    return resolved
+
+
 def resolve_request_assets(
     request: JobRequest, *, api_url: str, token: str | None = None
 ) -> list[DandiAsset]:
-    """The DANDI assets a request names (its glob resolved, its paths checked); [] for URIs."""
-    if request.dandiset_id is None:
-        return []
-    if request.asset_glob is not None:
-        return glob_assets(
-            request.dandiset_id, request.version, request.asset_glob, api_url=api_url, token=token
-        )
-    return get_assets(
-        request.dandiset_id, request.version, request.assets or [], api_url=api_url, token=token
-    )
+    """The DANDI assets a request names (globs resolved, paths checked); [] for URIs."""
+    return [
+        asset
+        for _, assets in resolve_selections(request, api_url=api_url, token=token)
+        for asset in assets
+    ]

@@ -19,7 +19,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from spikebatch import aws
-from spikebatch.contract import RUN_JSON, RUNS_PREFIX
+from spikebatch.contract import RUN_JSON, RUNS_PREFIX, run_results_uri
 from spikebatch.control.job_status import summarize_job
 
 log = logging.getLogger(__name__)
@@ -153,19 +153,60 @@ class RunNotFoundError(LookupError):
     pass
 
 
+def child_submission(parent: RunRecord, child: dict[str, Any]) -> dict[str, Any]:
+    """An array child's submission record, from its array's: campaigns write no record per
+    child (one PUT per array instead of one per child), older arrays wrote the same fields."""
+    base = {k: v for k, v in parent.submitted.items() if k not in ("children", "run_id")}
+    index = child.get("array_index")
+    run_id = str(child["run_id"])
+    output_uri = str(parent.submitted.get("output_uri") or "")
+    return {
+        **base,
+        "run_id": run_id,
+        "source": child.get("source"),
+        "job_id": f"{parent.job_id}:{index}" if parent.job_id and index is not None else None,
+        "results_uri": run_results_uri(output_uri, run_id) if output_uri else None,
+        "parent_run_id": parent.run_id,
+        "array_index": index,
+        **({"attempt": child["attempt"]} if "attempt" in child else {}),
+    }
+
+
 def load_run(bucket: str, run_id: str) -> RunRecord:
+    """A run's record; an array child without its own ``request.json`` (a campaign's) is read
+    through its array's, which its ``status.json`` (the run-record Lambda's) names."""
     submitted = get_json(bucket, record_key(run_id, "request.json"))
+    status = get_json(bucket, record_key(run_id, "status.json"))
+    if submitted is None and status and status.get("parent_run_id"):
+        parent_id = str(status["parent_run_id"])
+        parent_submitted = get_json(bucket, record_key(parent_id, "request.json"))
+        if parent_submitted is not None:
+            parent = RunRecord(parent_id, parent_submitted, None)
+            child = next((c for c in parent.children if c.get("run_id") == run_id), None)
+            submitted = child_submission(parent, child) if child else None
     if submitted is None:
         raise RunNotFoundError(
             f"no run {run_id!r} in s3://{bucket}/{RUNS_PREFIX} (see `spikebatch status`)"
         )
-    return RunRecord(run_id, submitted, get_json(bucket, record_key(run_id, "status.json")))
+    return RunRecord(run_id, submitted, status)
 
 
 def load_runs(bucket: str, run_ids: list[str]) -> list[RunRecord]:
     """Several records at once (S3 GETs in parallel; boto3 clients are thread-safe)."""
     with ThreadPoolExecutor(max_workers=16) as pool:
         return list(pool.map(lambda run_id: load_run(bucket, run_id), run_ids))
+
+
+def load_children(bucket: str, parent: RunRecord) -> list[RunRecord]:
+    """An array's children, from its record and each child's ``status.json`` (in parallel)."""
+
+    def one(child: dict[str, Any]) -> RunRecord:
+        run_id = str(child["run_id"])
+        status = get_json(bucket, record_key(run_id, "status.json"))
+        return RunRecord(run_id, child_submission(parent, child), status)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(one, parent.children))
 
 
 def list_run_ids(bucket: str) -> list[str]:

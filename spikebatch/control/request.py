@@ -35,6 +35,12 @@ MAX_REQUEST_BYTES = 1024 * 1024
 MAX_ARRAY_SIZE = 10_000
 """AWS Batch's limit on array job size."""
 
+MAX_CAMPAIGN_INPUTS = 100_000
+"""The most recordings one request (a campaign: several arrays) may resolve to."""
+
+DEFAULT_MAX_ATTEMPTS = 3
+"""How often a campaign submits one input before a failure is final (``max_attempts_per_input``)."""
+
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._=+-]*"
 _PREFIX_RE = re.compile(rf"^{_SEGMENT}(/{_SEGMENT})*$")
 _DANDISET_RE = re.compile(r"^\d{6}$")
@@ -94,18 +100,102 @@ class Resources(BaseModel):
         return value
 
 
+class DandisetSelection(BaseModel):
+    """One dandiset's part of a request: explicit asset paths, or one or several globs."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    dandiset_id: str = Field(description="six digits, e.g. 000409")
+    version: str = Field("draft", description="draft or a published version")
+    assets: list[AssetPath] | None = Field(
+        None, min_length=1, max_length=MAX_CAMPAIGN_INPUTS, description="asset paths"
+    )
+    asset_glob: str | None = Field(None, min_length=1, max_length=1024)
+    asset_globs: list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] | None = (
+        Field(None, min_length=1, max_length=100, description="several globs; their union")
+    )
+
+    @field_validator("dandiset_id")
+    @classmethod
+    def _six_digits(cls, value: str) -> str:
+        return _dandiset_id(value)
+
+    @field_validator("version")
+    @classmethod
+    def _dandi_version(cls, value: str) -> str:
+        return _version(value)
+
+    @field_validator("assets")
+    @classmethod
+    def _plain_assets(cls, value: list[str] | None) -> list[str] | None:
+        return _asset_paths(value)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> Self:
+        given = [k for k in ("assets", "asset_glob", "asset_globs") if getattr(self, k) is not None]
+        if len(given) != 1:
+            got = ", ".join(given) if given else "none"
+            raise ValueError(f"give exactly one of assets, asset_glob, asset_globs (got: {got})")
+        return self
+
+    @property
+    def globs(self) -> list[str]:
+        return [self.asset_glob] if self.asset_glob is not None else list(self.asset_globs or [])
+
+
+def _dandiset_id(value: str) -> str:
+    if not _DANDISET_RE.match(value):
+        raise ValueError(f"{value!r} is not a dandiset id (six digits, e.g. '000409')")
+    return value
+
+
+def _version(value: str) -> str:
+    if not _VERSION_RE.match(value):
+        raise ValueError(f"{value!r}: use 'draft' or a published version like 0.230111.1914")
+    return value
+
+
+def _asset_paths(value: list[str] | None) -> list[str] | None:
+    if value is not None:
+        bad = [a for a in value if a.startswith("/") or _CONTROL_RE.search(a)]
+        if bad:
+            raise ValueError(
+                f"asset paths are relative to the dandiset, without control characters: {bad[:3]!r}"
+            )
+        doubles = sorted(a for a, n in Counter(value).items() if n > 1)
+        if doubles:
+            raise ValueError(f"listed more than once: {doubles[:5]}")
+        bad = [a for a in value if ".." in a.split("/")]
+        if bad:
+            raise ValueError(f"'..' is not allowed in asset paths: {bad[:5]}")
+    return value
+
+
+_INPUTS = ("assets", "asset_glob", "asset_globs", "dandisets", "input_uri")
+
+
 class JobRequest(BaseModel):
-    """A job-request file. Exactly one input: ``assets``, ``asset_glob`` or ``input_uri``."""
+    """A job-request file. Exactly one input: ``assets``, ``asset_glob``, ``asset_globs``,
+    ``dandisets`` or ``input_uri``; the campaign fields say how much of it to submit."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     dandiset_id: str | None = Field(None, description="six digits, e.g. 000409")
     version: str = Field("draft", description="draft or a published version, e.g. 0.230111.1914")
     assets: list[AssetPath] | None = Field(
-        None, min_length=1, max_length=MAX_ARRAY_SIZE, description="asset paths in the dandiset"
+        None,
+        min_length=1,
+        max_length=MAX_CAMPAIGN_INPUTS,
+        description="asset paths in the dandiset",
     )
     asset_glob: str | None = Field(
         None, min_length=1, max_length=1024, description="glob over asset paths, resolved by DANDI"
+    )
+    asset_globs: list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] | None = (
+        Field(None, min_length=1, max_length=100, description="several globs; their union")
+    )
+    dandisets: list[DandisetSelection] | None = Field(
+        None, min_length=1, max_length=100, description="several dandisets, each with its inputs"
     )
     input_uri: str | None = Field(
         None, description="s3://bucket/key.nwb or https://... (file:///... for run-local only)"
@@ -127,20 +217,28 @@ class JobRequest(BaseModel):
     publish_dandiset_id: str | None = Field(
         None, description="after a successful sort, upload the units NWB to this dandiset"
     )
+    # -- campaign: how much of the request to submit (not part of its identity) ---------
+    max_cost_usd: float | None = Field(
+        None, gt=0, description="submit nothing if the estimate of what would run is higher"
+    )
+    max_concurrent_jobs: int | None = Field(
+        None, ge=1, le=MAX_ARRAY_SIZE, description="arrays of at most this many, one after another"
+    )
+    retry_failed: bool = Field(False, description="submit inputs whose last run failed again")
+    max_attempts_per_input: int = Field(
+        DEFAULT_MAX_ATTEMPTS, ge=1, le=100, description="submissions of one input, at most"
+    )
+    rerun: bool = Field(False, description="sort again what succeeded or failed (not in flight)")
 
     @field_validator("dandiset_id", "publish_dandiset_id")
     @classmethod
     def _six_digits(cls, value: str | None) -> str | None:
-        if value is not None and not _DANDISET_RE.match(value):
-            raise ValueError(f"{value!r} is not a dandiset id (six digits, e.g. '000409')")
-        return value
+        return None if value is None else _dandiset_id(value)
 
     @field_validator("version")
     @classmethod
     def _dandi_version(cls, value: str) -> str:
-        if not _VERSION_RE.match(value):
-            raise ValueError(f"{value!r}: use 'draft' or a published version like 0.230111.1914")
-        return value
+        return _version(value)
 
     @field_validator("input_uri")
     @classmethod
@@ -160,20 +258,7 @@ class JobRequest(BaseModel):
     @field_validator("assets")
     @classmethod
     def _plain_assets(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None:
-            bad = [a for a in value if a.startswith("/") or _CONTROL_RE.search(a)]
-            if bad:
-                raise ValueError(
-                    f"asset paths are relative to the dandiset, without control characters: "
-                    f"{bad[:3]!r}"
-                )
-            doubles = sorted(a for a, n in Counter(value).items() if n > 1)
-            if doubles:
-                raise ValueError(f"listed more than once: {doubles}")
-            bad = [a for a in value if ".." in a.split("/")]
-            if bad:
-                raise ValueError(f"'..' is not allowed in asset paths: {bad}")
-        return value
+        return _asset_paths(value)
 
     @field_validator("output_prefix")
     @classmethod
@@ -205,15 +290,33 @@ class JobRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_input(self) -> Self:
-        given = [k for k in ("assets", "asset_glob", "input_uri") if getattr(self, k) is not None]
+        given = [k for k in _INPUTS if getattr(self, k) is not None]
         if len(given) != 1:
             got = ", ".join(given) if given else "none"
-            raise ValueError(f"give exactly one of assets, asset_glob, input_uri (got: {got})")
-        if given[0] != "input_uri" and self.dandiset_id is None:
+            raise ValueError(f"give exactly one of {', '.join(_INPUTS)} (got: {got})")
+        if given[0] in ("assets", "asset_glob", "asset_globs") and self.dandiset_id is None:
             raise ValueError(f"{given[0]} needs dandiset_id")
-        if given[0] == "input_uri" and self.dandiset_id is not None:
-            raise ValueError("dandiset_id goes with assets or asset_glob, not input_uri")
+        if given[0] in ("input_uri", "dandisets") and self.dandiset_id is not None:
+            raise ValueError(
+                f"dandiset_id goes with assets, asset_glob or asset_globs, not {given[0]}"
+            )
         return self
+
+    def selections(self) -> list[DandisetSelection]:
+        """Every dandiset part of the request, the single-dandiset fields as one of them."""
+        if self.dandisets is not None:
+            return list(self.dandisets)
+        if self.dandiset_id is None:
+            return []
+        return [
+            DandisetSelection(
+                dandiset_id=self.dandiset_id,
+                version=self.version,
+                assets=self.assets,
+                asset_glob=self.asset_glob,
+                asset_globs=self.asset_globs,
+            )
+        ]
 
     # -- resolved values ---------------------------------------------------------------
 

@@ -281,6 +281,17 @@ def _refuse_what_fits_nowhere(
         max_memory_gib=limits.max_memory_gib if limits else None,
     )
     errors = []
+
+    @functools.cache  # a campaign's thousands of recordings have few distinct sizes
+    def refusal(size: int) -> str | None:
+        return scratch.refusal(
+            size,
+            request.sorter,
+            capacity_bytes=capacity,
+            sorter_params=request.sorter_params,
+            max_duration_s=request.max_duration_s,
+        )
+
     for run in runs:
         key = (
             run.input_env.get(Env.DANDI_ASSET_PATH.value)
@@ -289,13 +300,7 @@ def _refuse_what_fits_nowhere(
             or ""
         )
         size = input_sizes.get(key)
-        why = size and scratch.refusal(
-            size,
-            request.sorter,
-            capacity_bytes=capacity,
-            sorter_params=request.sorter_params,
-            max_duration_s=request.max_duration_s,
-        )
+        why = size and refusal(size)
         if why:
             errors.append(
                 FieldError("input_uri" if request.input_uri else "assets", f"{key}: {why}")
@@ -470,12 +475,24 @@ def local_environment(
 
 
 def write_submitted(
-    plan: SubmissionPlan, job: SubmittedJob | None, *, bucket: str, submitted_by: str
+    plan: SubmissionPlan,
+    job: SubmittedJob | None,
+    *,
+    bucket: str,
+    submitted_by: str,
+    child_records: bool = True,
+    extra: Mapping[str, Any] | None = None,
+    attempts: Mapping[str, int] | None = None,
 ) -> None:
     """``runs/<run-id>/request.json`` for the job and, for arrays, for each child.
 
     Written once before SubmitJob (``job`` None: the run exists but has no Batch job yet)
     and again with the job id, so a failure in between never loses the request.
+    ``child_records=False`` (campaigns) leaves the children's own records out: the array's
+    record lists them (run id, index, source, attempt), which is what the run-record Lambda
+    and :func:`~spikebatch.control.records.load_run` read, and it is one PUT instead of
+    thousands. ``attempts`` (run id -> how many times submitted, this one included) and
+    ``extra`` (e.g. the campaign id) go into the records.
     """
     request = plan.request.model_dump(mode="json", exclude_none=True)
     base = {
@@ -485,11 +502,14 @@ def write_submitted(
         "output_uri": plan.output_uri,
         "submitted_by": submitted_by,
         "submitted_at": now(),
+        **(extra or {}),
     }
+    attempts = attempts or {}
     records: list[dict[str, Any]] = []
     if plan.is_array:
         children = [
             {"run_id": r.run_id, "array_index": r.array_index, "source": r.source}
+            | ({"attempt": attempts[r.run_id]} if r.run_id in attempts else {})
             for r in plan.runs
         ]
         records.append(
@@ -500,7 +520,7 @@ def write_submitted(
                 "children": children,
             }
         )
-    for run in plan.runs:
+    for run in plan.runs if child_records or not plan.is_array else []:
         record = {
             **base,
             "run_id": run.run_id,
@@ -508,6 +528,8 @@ def write_submitted(
             "job_id": job.child_job_id(run) if job else None,
             "results_uri": run_results_uri(plan.output_uri, run.run_id),
         }
+        if run.run_id in attempts:
+            record["attempt"] = attempts[run.run_id]
         if run.array_index is not None:
             record |= {"parent_run_id": plan.run_id, "array_index": run.array_index}
         records.append(record)
@@ -530,7 +552,9 @@ def find_claimed_job(
         jobQueue=job_queue, filters=[{"name": "JOB_NAME", "values": [job_name]}]
     )
     for page in pages:
-        ids += [summary["jobId"] for summary in page.get("jobSummaryList", [])]
+        # Array children ("<parent-id>:<index>") share the parent's name but are never
+        # what was submitted (moto lists them; Batch lists them only under arrayJobId).
+        ids += [s["jobId"] for s in page.get("jobSummaryList", []) if ":" not in s["jobId"]]
     found = []
     for start in range(0, len(ids), 100):
         jobs = batch.describe_jobs(jobs=ids[start : start + 100])["jobs"]
@@ -566,6 +590,9 @@ def submit(
     submitted_by: str,
     region: str | None = None,
     claim: Claim | None = None,
+    child_records: bool = True,
+    extra: Mapping[str, Any] | None = None,
+    attempts: Mapping[str, int] | None = None,
 ) -> SubmittedJob:
     """Records and manifest first, then SubmitJob, then the records again with the job id.
 
@@ -578,10 +605,17 @@ def submit(
     :class:`RecordsIncomplete`: Lambda's retry adopts the job and completes the records.
     Without a claim (the CLI) that failure is logged instead, since a retry would submit
     a second job (the run-record Lambda still maps the job to the run through its tag).
+    ``child_records``, ``extra`` and ``attempts`` are :func:`write_submitted`'s.
     """
     s3 = aws.client("s3", region=region)
     records = functools.partial(
-        write_submitted, plan, bucket=deployment.bucket, submitted_by=submitted_by
+        write_submitted,
+        plan,
+        bucket=deployment.bucket,
+        submitted_by=submitted_by,
+        child_records=child_records,
+        extra=extra,
+        attempts=attempts,
     )
     job = _adopt(plan, claim, region) if claim is not None else None
     if job is None:

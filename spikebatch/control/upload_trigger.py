@@ -28,7 +28,7 @@ from botocore.exceptions import ClientError
 
 from spikebatch import aws
 from spikebatch.contract import ERRORS_PREFIX, REQUESTS_PREFIX, UPLOADS_PREFIX
-from spikebatch.control import budget
+from spikebatch.control import budget, campaign
 from spikebatch.control.dandi_assets import (
     DandiLookupError,
     DandiUnavailableError,
@@ -88,12 +88,18 @@ class S3Object:
 class Outcome:
     """What happened to one S3 object (or to an event that named none)."""
 
-    status: str  # submitted | recovered | rejected | duplicate | ignored
+    status: str  # submitted | recovered | skipped | rejected | duplicate | ignored
     object: str | None = None
     run_ids: list[str] = field(default_factory=list)
     job_id: str | None = None
     errors: list[dict[str, str]] = field(default_factory=list)
     error_file: str | None = None
+    #: A request is a campaign: its id, the plan's counts, every job it submitted, and
+    #: the follow-up request when the time limit left arrays for another invocation.
+    campaign_id: str | None = None
+    counts: dict[str, int] | None = None
+    job_ids: list[str] = field(default_factory=list)
+    continuation: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
@@ -188,8 +194,12 @@ def _bad_event(exc: Exception) -> Outcome:
     return Outcome("rejected", errors=[{"field": "event", "message": message}])
 
 
-def handle_event(event: Any, deployment: Deployment, *, table: str) -> dict[str, Any]:
-    """Process every object an S3 event names; never raises for a malformed event."""
+def handle_event(
+    event: Any, deployment: Deployment, *, table: str, deadline: float | None = None
+) -> dict[str, Any]:
+    """Process every object an S3 event names; never raises for a malformed event.
+
+    ``deadline`` (``time.monotonic()`` seconds) is when the Lambda's time runs out."""
     try:
         objects = _s3_objects(event)
     except _SHAPE_ERRORS as exc:
@@ -199,11 +209,14 @@ def handle_event(event: Any, deployment: Deployment, *, table: str) -> dict[str,
         if isinstance(item, Outcome):
             results.append(_logged(item).to_json())
         else:
-            results.append(handle_object(item, deployment, table=table).to_json())
+            outcome = handle_object(item, deployment, table=table, deadline=deadline)
+            results.append(outcome.to_json())
     return {"results": results}
 
 
-def handle_object(obj: S3Object, deployment: Deployment, *, table: str) -> Outcome:
+def handle_object(
+    obj: S3Object, deployment: Deployment, *, table: str, deadline: float | None = None
+) -> Outcome:
     """Route one created object: a request file, an upload, or something to ignore."""
     if obj.bucket != deployment.bucket:
         return _logged(Outcome("ignored", obj.uri, errors=[_err("bucket", "not the data bucket")]))
@@ -223,7 +236,7 @@ def handle_object(obj: S3Object, deployment: Deployment, *, table: str) -> Outco
     if not isinstance(claim, Claim):
         return _logged(Outcome("duplicate", obj.uri))
     try:
-        outcome = _submit(obj, deployment, work, claim)
+        outcome = _submit(obj, deployment, work, claim, table=table, deadline=deadline)
     except JobMayExist:
         raise  # keep the claim: whoever takes it over after the lease adopts the job
     except BaseException:
@@ -247,12 +260,24 @@ def _logged(outcome: Outcome) -> Outcome:
     return outcome
 
 
-_ROUTINE = ("submitted", "recovered", "duplicate")
+_ROUTINE = ("submitted", "recovered", "duplicate", "skipped")
+#: Above this many runs, an outcome lists the arrays' run ids instead of every child's.
+OUTCOME_RUN_IDS = 1000
 
 
-def _submit(obj: S3Object, deployment: Deployment, work: Any, claim: Claim) -> Outcome:
+def _submit(
+    obj: S3Object,
+    deployment: Deployment,
+    work: Any,
+    claim: Claim,
+    *,
+    table: str,
+    deadline: float | None,
+) -> Outcome:
     try:
         request = work(obj, deployment)
+        if work is _request_from_file:
+            return _submit_campaign(obj, request, deployment, claim, table=table, deadline=deadline)
         assets = resolve_request_assets(request, api_url=deployment.dandi_api_url)
         sizes = {a.path: a.size for a in assets}
         if request.input_uri == obj.uri and obj.size:  # an upload: its size came with the event
@@ -281,13 +306,58 @@ def _submit(obj: S3Object, deployment: Deployment, work: Any, claim: Claim) -> O
     return Outcome(status, obj.uri, [r.run_id for r in plan.runs], job.job_id)
 
 
+def _submit_campaign(
+    obj: S3Object,
+    request: JobRequest,
+    deployment: Deployment,
+    claim: Claim,
+    *,
+    table: str,
+    deadline: float | None,
+) -> Outcome:
+    """A request file is a campaign: skip what is done or in flight, keep to the cost cap,
+    submit the rest in arrays; what the time limit leaves goes on in a follow-up."""
+    inputs = campaign.resolve_inputs(request, api_url=deployment.dandi_api_url)
+    plan, result = campaign.submit_request(
+        request,
+        deployment,
+        inputs,
+        submitted_by=obj.uri,
+        table=table,
+        deadline=deadline,
+        request_claim=claim,
+    )
+    assert result is not None  # not a dry run
+    runs = [r.run_id for array, _ in result.jobs for r in array.runs]
+    if len(runs) > OUTCOME_RUN_IDS:
+        runs = [array.run_id for array, _ in result.jobs]
+    status, job_id = "submitted" if result.jobs else "skipped", None
+    if not result.jobs:  # a retry of an invocation that died after its SubmitJob(s)?
+        name, queue = claim.replaced.get("job_name"), claim.replaced.get("job_queue")
+        tag = claim.replaced.get("job_tag")
+        found = find_claimed_job(queue, name, tag) if name and queue and tag else None
+        if found is not None:
+            status, job_id = "recovered", found["jobId"]
+    return Outcome(
+        status,
+        obj.uri,
+        runs,
+        result.jobs[0][1].job_id if result.jobs else job_id,
+        campaign_id=plan.campaign_id,
+        counts=plan.counts,
+        job_ids=[job.job_id for _, job in result.jobs],
+        continuation=result.continuation,
+    )
+
+
 def _reject_unless_submitted(
     obj: S3Object, deployment: Deployment, claim: Claim, errors: list[FieldError]
 ) -> Outcome:
     """Reject, unless an interrupted invocation had already submitted the job (and the
     object, or DANDI, changed since): that job stands, and the upload is not rejected."""
     name, queue = claim.replaced.get("job_name"), claim.replaced.get("job_queue")
-    found = find_claimed_job(queue, name, claim.tag) if name and queue else None
+    tag = claim.replaced.get("job_tag") or claim.tag  # a campaign's array: its own tag
+    found = find_claimed_job(queue, name, tag) if name and queue else None
     if found is None:
         return _reject(obj, deployment, errors)
     log.warning("%s no longer plans (%s); job %s had been submitted", obj.uri, errors, name)
@@ -379,9 +449,9 @@ def _reject(obj: S3Object, deployment: Deployment, errors: list[FieldError]) -> 
     )
 
 
-def handle(event: Any, env: Mapping[str, str]) -> dict[str, Any]:
+def handle(event: Any, env: Mapping[str, str], *, deadline: float | None = None) -> dict[str, Any]:
     """The submit Lambda's whole job: settings from its environment, then the event."""
     table = env.get("IDEMPOTENCY_TABLE")
     if not table:
         raise RuntimeError("missing environment variable: IDEMPOTENCY_TABLE")
-    return handle_event(event, Deployment.from_env(env), table=table)
+    return handle_event(event, Deployment.from_env(env), table=table, deadline=deadline)

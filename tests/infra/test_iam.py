@@ -201,9 +201,19 @@ def test_submit_lambda_submits_only_to_this_apps_queues_and_job_definitions(synt
         _objects(bucket, "errors/"),
         _objects(bucket, "runs/"),
         _objects(bucket, "manifests/"),
+        _objects(bucket, "campaigns/"),
+        _objects(bucket, "requests/continue/"),  # a campaign's follow-up request
     ]
     assert statements["SpendLedger"]["Action"] == ["s3:GetObject", "s3:PutObject"]
     assert statements["SpendLedger"]["Resource"] == _objects(bucket, "spend/")
+    # A campaign skips what is done or in flight: it lists and reads the run records.
+    assert statements["ReadRecords"]["Action"] == "s3:GetObject"
+    assert statements["ReadRecords"]["Resource"] == [
+        _objects(bucket, "runs/"),
+        _objects(bucket, "campaigns/"),
+    ]
+    assert statements["ListRuns"]["Action"] == "s3:ListBucket"
+    assert statements["ListRuns"]["Condition"] == {"StringLike": {"s3:prefix": ["runs/*"]}}
     assert statements["Idempotency"]["Action"] == ["dynamodb:GetItem", "dynamodb:UpdateItem"]
     assert statements["Idempotency"]["Resource"] == {"Fn::GetAtt": [table, "Arn"]}
     # A retry that takes over an interrupted invocation's claim looks its job up.

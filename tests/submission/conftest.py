@@ -346,6 +346,23 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeDandiArchi
         yield fake
 
 
+BIG_DANDISET = "000800"
+BIG_ASSETS = 12_000
+BIG_PATHS = [f"sub-{i:05d}/sub-{i:05d}_ses-1_ecephys.nwb" for i in range(BIG_ASSETS)]
+DANDISET, ASSETS, PATHS = BIG_DANDISET, BIG_ASSETS, BIG_PATHS
+
+
+@pytest.fixture(scope="module")
+def big_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeDandiArchive]:
+    """Dandiset 000800 with 12,000 NWB assets (one 60 s, 4-channel blob served 12,000 times):
+    a campaign of two arrays."""
+    blob = tmp_path_factory.mktemp("dandi") / "rec.nwb"
+    blob.write_bytes(b"\0" * (60 * 4 * 2 * 30_000))
+    with FakeDandiArchive(page_size=1000) as fake:
+        fake.add_assets(BIG_DANDISET, BIG_PATHS, blob)
+        yield fake
+
+
 def load_event(name: str, **replacements: str) -> dict[str, Any]:
     """tests/events/<name>.json with ``{{placeholders}}`` filled in."""
     text = (EVENTS / f"{name}.json").read_text()

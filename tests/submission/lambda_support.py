@@ -6,10 +6,12 @@ import functools
 import io
 import itertools
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
 
+from spikebatch.control.idempotency import HANDLER_TIMEOUT_S
 from tests.submission.conftest import BUCKET, FakeStack, client, load_event
 
 
@@ -21,6 +23,13 @@ class FakeLambdaContext:
     memory_limit_in_mb: int = 256
     invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:spikebatch-submit"
     aws_request_id: str = "6f1c1f3e-0000-4000-8000-000000000001"
+    #: The function's timeout (the stack's: idempotency.HANDLER_TIMEOUT_S), counted from
+    #: when the context was made, as Lambda counts it from the invocation's start.
+    timeout_s: float = float(HANDLER_TIMEOUT_S)
+    started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.started + self.timeout_s - time.monotonic()) * 1000))
 
 
 _SEQUENCER = itertools.count(0x0055AED6DCD90281E5)

@@ -57,14 +57,17 @@ def test_unknown_keys_are_rejected_at_every_level() -> None:
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [
-        ({}, "give exactly one of assets, asset_glob, input_uri (got: none)"),
+        (
+            {},
+            "give exactly one of assets, asset_glob, asset_globs, dandisets, input_uri (got: none)",
+        ),
         (
             {"assets": ["a.nwb"], "input_uri": "s3://my-bucket/a.nwb"},
-            "give exactly one of assets, asset_glob, input_uri (got: assets, input_uri)",
+            "give exactly one of assets, asset_glob, asset_globs, dandisets, input_uri (got: assets, input_uri)",
         ),
         (
             {"asset_glob": "*.nwb", "assets": ["a.nwb"]},
-            "give exactly one of assets, asset_glob, input_uri (got: assets, asset_glob)",
+            "give exactly one of assets, asset_glob, asset_globs, dandisets, input_uri (got: assets, asset_glob)",
         ),
     ],
 )
@@ -75,7 +78,7 @@ def test_exactly_one_input(inputs: dict[str, object], message: str) -> None:
 def test_dandi_inputs_need_a_dandiset_and_uris_refuse_one() -> None:
     assert errors_of({"asset_glob": "*.nwb"}) == {"request": "asset_glob needs dandiset_id"}
     assert errors_of({"dandiset_id": "000409", "input_uri": "s3://my-bucket/a.nwb"}) == {
-        "request": "dandiset_id goes with assets or asset_glob, not input_uri"
+        "request": "dandiset_id goes with assets, asset_glob or asset_globs, not input_uri"
     }
 
 
@@ -157,4 +160,7 @@ def test_the_model_is_the_one_the_worker_documents() -> None:
     documented |= {"quality_thresholds", "phy_pc_features", "publish_dandiset_id"}
     # issue 10 (README, "The request file"): sort each shank of a probe on its own
     documented |= {"sort_by_group"}
+    # issue 19 (README, "Campaigns"): several dandisets or globs, and the campaign's knobs
+    documented |= {"asset_globs", "dandisets", "max_cost_usd", "max_concurrent_jobs"}
+    documented |= {"retry_failed", "max_attempts_per_input", "rerun"}
     assert set(JobRequest.model_fields) == documented

@@ -188,6 +188,32 @@ class FakeDandiArchive(LoopbackServer):
             )
         return asset
 
+    def add_assets(
+        self, dandiset_id: str, paths: Iterable[str], file: Path, *, version: str = "draft"
+    ) -> int:
+        """Serve ``file`` under each of ``paths`` (one blob, digests computed once): a
+        dandiset of thousands of assets, as campaigns list them. Returns how many."""
+        template = self.add_asset(dandiset_id, "_template", file, version=version)
+        made = [
+            FakeAsset(
+                asset_id=str(uuid.uuid4()),
+                blob_id=template.blob_id,
+                dandiset_id=dandiset_id,
+                version=version,
+                path=path,
+                file=template.file,
+                size=template.size,
+                sha256=template.sha256,
+                etag=template.etag,
+            )
+            for path in paths
+        ]
+        with self._lock:
+            listed = self._dandisets[dandiset_id].assets[version]
+            listed.remove(template)
+            listed.extend(made)
+        return len(made)
+
     def add_user(self, name: str, *, token: str) -> None:
         """A user whose ``Authorization: token <token>`` may write to dandisets they own."""
         with self._lock:
