@@ -43,6 +43,9 @@ from tests.submission.conftest import BUCKET, REGION, STACK, FakeStack, client
 CAMPAIGN = "cmp-000409-kilosort3-5f1c2d"
 DANDISET = "000409"
 OOM = "OutOfMemoryError: Container killed due to memory usage"
+#: "Now" for a campaign's times: set again when each campaign is built (``submit_campaign``),
+#: so that "finished in the last hour" does not depend on how long ago the module was
+#: imported (under xdist, minutes before the test runs).
 NOW = time.time()
 #: Per array: child index -> (state, minutes ago it finished, actual cost or None).
 #: 30 + 20 children: 25 succeeded, 4 failed, 21 not finished.
@@ -110,6 +113,8 @@ def child_event(job_id: str, state: str, minutes_ago: float, reason: str | None)
 
 def submit_campaign(stack: FakeStack, *, third_unsubmitted: bool = False) -> Campaign:
     """Two arrays through the real submission code, and the records a campaign keeps."""
+    global NOW
+    NOW = time.time()
     deployment = load_stack_outputs(STACK, region=REGION).deployment()
     plans, jobs = [], []
     for start, size in zip((0, SIZES[0]), SIZES, strict=True):
