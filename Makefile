@@ -36,10 +36,11 @@ demo: install
 # servers, subprocesses and sorters. Two tiers run apart, each by its own target (and both by
 # CI): the real Kilosort4 sorts (marker slow: `make test-sorters`, ~6 min on 2 cores) and the
 # container tests (marker docker: `make image && make test-image`). Everything else, the
-# worker end to end included (with a stand-in sort), is `make test`.
+# worker end to end included (with a stand-in sort), is `make test`; a file's tests stay on one
+# worker (--dist loadfile), so its module fixtures (a study run, an array of runs) run once.
 test: install
 	@echo "make test: the real sorts run with: make test-sorters; the containers with: make image && make test-image"
-	$(PY) -m pytest -q -n auto --maxprocesses 4 -m "not docker and not slow" --durations=20
+	$(PY) -m pytest -q -n auto --maxprocesses 4 -m "not docker and not slow" --dist loadfile --durations=20
 
 test-sorters: install
 	$(PY) -m pytest -q -n auto --maxprocesses 4 -m "slow and not docker" --durations=10
