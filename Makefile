@@ -32,7 +32,7 @@ $(NODE_STAMP): package.json package-lock.json
 demo: install
 	$(PY) -m spikebatch.worker.demo
 
-# One worker per core (at most 4), handed tests as they finish: the suite waits on
+# One worker per core (at most 4), handed test files as they finish: the suite waits on
 # servers, subprocesses and sorters. Two tiers run apart, each by its own target (and both by
 # CI): the real Kilosort4 sorts (marker slow: `make test-sorters`, ~6 min on 2 cores) and the
 # container tests (marker docker: `make image && make test-image`). Everything else, the
