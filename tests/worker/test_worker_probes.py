@@ -138,10 +138,10 @@ def test_lfp_band_series_are_not_sorted():
         layout.choose([processed, _info("processing/x/ElectricalSeries", 30_000.0)], None, "s")
 
 
-#: Two probes of 20 s x 32 channels, 8 units each (the SpikeForest test's size per probe):
-#: ~30 s of Kilosort4 per probe on 2 idle CPUs.
+#: Two probes of 40 s x 32 channels, 8 units each (as the single-probe e2e test): ~1 min of
+#: Kilosort4 per probe on 2 idle CPUs.
 TWO_PROBE_SPEC = GroundTruthSpec(
-    duration_s=20.0, num_channels=32, num_units=8, firing_rate_hz=15.0, seed=42, n_probes=2
+    duration_s=40.0, num_channels=32, num_units=8, firing_rate_hz=15.0, seed=42, n_probes=2
 )
 
 
