@@ -62,6 +62,11 @@ class Env(StrEnum):
     # The probe, where the electrodes table has no contact positions: a probeinterface
     # JSON (inline or a URI) or a Neuropixels part number (e.g. NP1000).
     PROBE = "PROBE"
+    # The input's format: nwb, spikeglx or openephys (spikebatch.input_format); unset, it is
+    # told from the files. READ_RECORDING_KWARGS: the reader's options (a JSON object,
+    # ReadRecordingKwargs: stream_name, stream_id, block_index).
+    DATA_TYPE = "DATA_TYPE"
+    READ_RECORDING_KWARGS = "READ_RECORDING_KWARGS"
 
 
 ARRAY_INDEX_VAR = "AWS_BATCH_JOB_ARRAY_INDEX"
@@ -119,7 +124,7 @@ def is_valid_run_id(run_id: str) -> bool:
 
 
 def _slug(text: str, limit: int) -> str:
-    stem = text.rsplit("/", 1)[-1]
+    stem = text.rstrip("/").rsplit("/", 1)[-1]  # a folder's name for a prefix input
     stem = re.sub(r"\.nwb$", "", stem, flags=re.IGNORECASE)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", stem).strip("-").lower()
     return slug[:limit].strip("-") or "input"
@@ -136,13 +141,16 @@ def derive_run_id(
     sort_by_group: bool = False,
     probe: str | None = None,
     content: str | None = None,
+    data_type: str | None = None,
+    read_recording_kwargs: Mapping[str, Any] | None = None,
 ) -> str:
     """A deterministic run id: readable slug of the input + sorter + a params hash.
 
     The same input with the same settings gives the same id, so a rerun replaces the
     earlier run (DESIGN.md: reruns overwrite failed/partial runs, never mix two).
     ``source`` is e.g. ``dandi:000409/draft/sub-X/sub-X_ecephys.nwb`` or an input URI.
-    ``sort_by_group`` and ``probe`` enter the hash only when set, so earlier ids stay what
+    ``sort_by_group``, ``probe``, ``data_type`` and ``read_recording_kwargs`` enter the hash
+    only when set, so earlier ids stay what
     they were. (A ground truth does not: scoring does not change the sorting.)
     ``content`` (a study's: the recording's digest, e.g. ``sha256:...``) enters it when set,
     so a recording whose bytes changed gets a new run id while its source stays the same.
@@ -161,6 +169,10 @@ def derive_run_id(
         settings["probe"] = probe
     if content:
         settings["content"] = content
+    if data_type:
+        settings["data_type"] = data_type
+    if read_recording_kwargs:
+        settings["read_recording_kwargs"] = dict(read_recording_kwargs)
     payload = json.dumps(
         settings,
         sort_keys=True,

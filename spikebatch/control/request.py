@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from spikebatch.input_format import DataType, ReadRecordingKwargs
 from spikebatch.quality import QualityThresholds
 from spikebatch.sorters import DEFAULT_SORTER, get_sorter
 
@@ -198,7 +199,15 @@ class JobRequest(BaseModel):
         None, min_length=1, max_length=100, description="several dandisets, each with its inputs"
     )
     input_uri: str | None = Field(
-        None, description="s3://bucket/key.nwb or https://... (file:///... for run-local only)"
+        None,
+        description="s3://bucket/key.nwb, an s3:// prefix or folder holding a SpikeGLX run or "
+        "an Open Ephys recording, or https://... (file:///... for run-local only)",
+    )
+    data_type: DataType | None = Field(
+        None, description="nwb, spikeglx or openephys; unset: told from the files"
+    )
+    read_recording_kwargs: ReadRecordingKwargs | None = Field(
+        None, description="reader options: stream_name, stream_id, block_index"
     )
     sorter: str = Field(DEFAULT_SORTER, description="a declared sorter (spikebatch.sorters)")
     sorter_params: dict[str, Any] = Field(default_factory=dict)
@@ -299,6 +308,13 @@ class JobRequest(BaseModel):
         if given[0] in ("input_uri", "dandisets") and self.dandiset_id is not None:
             raise ValueError(
                 f"dandiset_id goes with assets, asset_glob or asset_globs, not {given[0]}"
+            )
+        if given[0] != "input_uri" and self.data_type not in (None, "nwb"):
+            raise ValueError(f"data_type {self.data_type!r} needs input_uri (DANDI assets are NWB)")
+        if self.read_recording_kwargs is not None and self.data_type == "nwb":
+            raise ValueError(
+                "read_recording_kwargs is for SpikeGLX and Open Ephys inputs; an NWB file's "
+                "series is chosen with electrical_series_path"
             )
         return self
 

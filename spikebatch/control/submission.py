@@ -191,6 +191,10 @@ def request_run_id(request: JobRequest, source: str, *, content: str | None = No
         electrical_series_path=request.electrical_series_path,
         sort_by_group=request.sort_by_group,
         content=content,
+        data_type=request.data_type,
+        read_recording_kwargs=(
+            request.read_recording_kwargs.reader_kwargs() if request.read_recording_kwargs else None
+        ),
     )
 
 
@@ -239,6 +243,10 @@ def _common_env(request: JobRequest, dandi_api_url: str, output_uri: str) -> dic
         env[Env.ELECTRICAL_SERIES_PATH.value] = request.electrical_series_path
     if request.sort_by_group:
         env[Env.SORT_BY_GROUP.value] = "true"
+    if request.data_type is not None:
+        env[Env.DATA_TYPE.value] = request.data_type
+    if request.read_recording_kwargs is not None:
+        env[Env.READ_RECORDING_KWARGS.value] = _json(request.read_recording_kwargs.reader_kwargs())
     if request.quality_thresholds is not None:
         thresholds = request.quality_thresholds.model_dump(mode="json", exclude_defaults=True)
         env[Env.QUALITY_THRESHOLDS.value] = _json(thresholds)

@@ -37,6 +37,7 @@ from spikebatch.contract import (
     derive_run_id,
     is_valid_run_id,
 )
+from spikebatch.input_format import DataType, ReadRecordingKwargs, parse_read_recording_kwargs
 from spikebatch.quality import QualityThresholds, parse_quality_thresholds
 from spikebatch.sorters import DEFAULT_SORTER, default_preprocessing
 from spikebatch.worker.preprocess import validate_preprocessing
@@ -134,6 +135,8 @@ class WorkerSettings(BaseSettings):
         None, alias=Env.GROUND_TRUTH_WELL_DETECTED_SCORE
     )
     probe: str | None = Field(None, alias=Env.PROBE)
+    data_type: DataType | None = Field(None, alias=Env.DATA_TYPE)
+    read_recording_kwargs: ReadRecordingKwargs | None = Field(None, alias=Env.READ_RECORDING_KWARGS)
 
     @classmethod
     def settings_customise_sources(
@@ -164,6 +167,11 @@ class WorkerSettings(BaseSettings):
         if v is not None and not _DANDISET_ID.match(v):
             raise ValueError(f"expected six digits like '000409', got {v!r}")
         return v
+
+    @field_validator("read_recording_kwargs", mode="before")
+    @classmethod
+    def _read_recording_kwargs(cls, v: Any) -> ReadRecordingKwargs | None:
+        return parse_read_recording_kwargs(v)
 
     @field_validator("quality_thresholds", mode="before")
     @classmethod
@@ -311,6 +319,15 @@ class WorkerSettings(BaseSettings):
             raise ValueError(f"{Env.DANDISET_ID}: required with {Env.DANDI_ASSET_PATH}")
         if dandi and self.dandi_asset_path is None:
             raise ValueError(f"{Env.DANDI_ASSET_PATH}: required with {Env.DANDISET_ID}")
+        if dandi and self.data_type not in (None, "nwb"):
+            raise ValueError(
+                f"{Env.DATA_TYPE}: {self.data_type} needs {Env.INPUT_URI} (DANDI assets are NWB)"
+            )
+        if self.read_recording_kwargs is not None and self.data_type == "nwb":
+            raise ValueError(
+                f"{Env.READ_RECORDING_KWARGS}: for SpikeGLX and Open Ephys inputs; an NWB "
+                f"file's series is chosen with {Env.ELECTRICAL_SERIES_PATH}"
+            )
         knobs = {
             Env.GROUND_TRUTH_SNR_THRESHOLD: self.ground_truth_snr_threshold,
             Env.GROUND_TRUTH_MATCH_SCORE: self.ground_truth_match_score,
@@ -350,6 +367,10 @@ class WorkerSettings(BaseSettings):
             electrical_series_path=self.electrical_series_path,
             sort_by_group=self.sort_by_group,
             probe=self.probe,
+            data_type=self.data_type,
+            read_recording_kwargs=(
+                self.read_recording_kwargs.reader_kwargs() if self.read_recording_kwargs else None
+            ),
         )
 
     @property
