@@ -1,4 +1,4 @@
-"""Digest verification with the keys DANDI uses in asset metadata (``digest``).
+"""Digest verification with the keys DANDI uses in asset metadata (``digest``), and S3's ETag.
 
 The DANDI etag is an S3-multipart-style hash: md5 of each part's md5, where the part layout
 comes from ``dandischema.digests.dandietag.PartGenerator``. Its parts hash independently, so
@@ -20,9 +20,12 @@ from dandischema.digests.dandietag import Part, PartGenerator
 ETAG = "dandi:dandi-etag"
 SHA256 = "dandi:sha2-256"
 MD5 = "md5"
+#: An S3 multipart ETag (md5 of the parts' md5s, "-N"): the name carries the part size,
+#: ``s3-etag:<bytes>``, since S3 does not say it in the ETag (:func:`s3_etag_name`).
+S3_ETAG = "s3-etag:"
 #: Cheapest first. The etag parallelises over parts; md5 beats sha256 on CPUs without
 #: SHA extensions (g4dn's Cascade Lake has none).
-PREFERENCE = (ETAG, MD5, SHA256)
+PREFERENCE = (ETAG, S3_ETAG, MD5, SHA256)
 READ_BLOCK = 8 << 20
 
 log = logging.getLogger(__name__)
@@ -41,22 +44,35 @@ def choose(digests: Mapping[str, str] | None) -> tuple[str, str] | None:
     if not digests:
         return None
     for name in PREFERENCE:
-        if digests.get(name):
+        if name == S3_ETAG:
+            found = next((k for k in digests if k.startswith(S3_ETAG) and digests[k]), None)
+            if found is not None:
+                return found, digests[found].lower()
+        elif digests.get(name):
             return name, digests[name].lower()
     log.warning("no verifiable digest among %s (supported: %s)", sorted(digests), PREFERENCE)
     return None
 
 
-def etag_parts(size: int) -> list[Part]:
-    """The DANDI etag's part layout for a file of ``size`` bytes (dandischema's rules)."""
-    return list(PartGenerator.for_file_size(size))
+def etag_parts(size: int, part_size: int | None = None) -> list[Part]:
+    """The DANDI etag's part layout for a file of ``size`` bytes (dandischema's rules), or
+    S3's for an upload in parts of ``part_size`` bytes."""
+    if part_size is None:
+        return list(PartGenerator.for_file_size(size))
+    offsets = range(0, max(size, 1), part_size)
+    return [Part(i + 1, o, min(part_size, size - o)) for i, o in enumerate(offsets)]
+
+
+def s3_etag_name(part_size: int) -> str:
+    """The digest name of an S3 multipart ETag uploaded in ``part_size``-byte parts."""
+    return f"{S3_ETAG}{part_size}"
 
 
 class EtagHasher:
     """The DANDI etag, fed either as one ordered stream or part by part in any order."""
 
-    def __init__(self, size: int) -> None:
-        self.parts = etag_parts(size)
+    def __init__(self, size: int, part_size: int | None = None) -> None:
+        self.parts = etag_parts(size, part_size)
         self._digests: list[bytes | None] = [None] * len(self.parts)
         self._index = 0
         self._current = hashlib.md5()
@@ -93,6 +109,8 @@ def new_hasher(name: str, size: int) -> Hasher:
     """A streaming hasher for digest ``name`` of a file of ``size`` bytes."""
     if name == ETAG:
         return EtagHasher(size)
+    if name.startswith(S3_ETAG):
+        return EtagHasher(size, int(name.removeprefix(S3_ETAG)))
     if name == MD5:
         return hashlib.md5()
     if name == SHA256:

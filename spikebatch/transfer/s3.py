@@ -6,9 +6,11 @@ moto server without a code path of their own.
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +18,13 @@ from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.subscribers import BaseSubscriber
 
+from spikebatch.transfer.digests import MD5, s3_etag_name
 from spikebatch.transfer.errors import NotFoundError, SizeMismatchError, TransferError
 from spikebatch.transfer.progress import Progress
 from spikebatch.transfer.result import Fetched
 from spikebatch.transfer.uris import join_key, split_s3
+
+log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 #: Parallel requests per transfer. S3 gives each connection ~100 MB/s; 16 of them fill
@@ -159,3 +164,46 @@ def delete_tree(uri: str) -> int:
                 )
             deleted += len(batch)
     return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One listed object: its key, size and ETag (quotes stripped)."""
+
+    key: str
+    size: int
+    etag: str
+
+
+def list_objects(uri: str) -> list[ObjectInfo]:
+    """Every object under ``s3://bucket/prefix`` (1000 per ListObjectsV2 page)."""
+    bucket, prefix = split_s3(uri)
+    found: list[ObjectInfo] = []
+    with _errors(uri):
+        pages = client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            found += [
+                ObjectInfo(o["Key"], int(o["Size"]), str(o.get("ETag", "")).strip('"'))
+                for o in page.get("Contents", [])
+            ]
+    return found
+
+
+def etag_digests(uri: str, etag: str) -> dict[str, str]:
+    """What the download can check the object against, from its ETag.
+
+    A single-part upload's ETag is its md5; a multipart one's is the md5 of the parts'
+    md5s, whose part size the first part's HEAD gives. Under SSE-KMS (or SSE-C) the ETag is
+    no digest of the bytes: nothing to check, and the log says so.
+    """
+    bucket, key = split_s3(uri)
+    if not etag:
+        return {}
+    with _errors(uri):
+        head = client().head_object(Bucket=bucket, Key=key, PartNumber=1)
+    if head.get("ServerSideEncryption") == "aws:kms" or head.get("SSECustomerAlgorithm"):
+        log.warning("%s: encrypted with KMS/SSE-C, its ETag is not a digest; not verified", uri)
+        return {}
+    if "-" not in etag:
+        return {MD5: etag}
+    return {s3_etag_name(int(head["ContentLength"])): etag}

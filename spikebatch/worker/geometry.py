@@ -13,6 +13,10 @@ In order:
    track) would make a nonsense layout.
 
 With none of these the run fails in ``open`` with one line naming all three ways.
+
+A SpikeGLX run or an Open Ephys recording carries its probe in its own metadata (the IMRO
+table and geometry map; ``settings.xml``), which the extractor reads: those positions are
+used, else ``PROBE`` (:func:`decide_from_files`).
 """
 
 from __future__ import annotations
@@ -190,6 +194,28 @@ def decide(recording: Any, columns: dict[str, np.ndarray], probe: ProbeSetting |
         + (f" and its x/y are not probe coordinates ({verdict})" if verdict != "no x/y" else "")
         + "; give them one of three ways: rel_x/rel_y in the electrodes table, x/y holding the "
         "probe layout in um, or PROBE (a probeinterface JSON or a Neuropixels part number)"
+    )
+
+
+#: Where each format's extractor finds the probe.
+_PROBE_FILES = {"spikeglx": "the SpikeGLX .meta (IMRO table)", "openephys": "settings.xml"}
+
+
+def decide_from_files(recording: Any, probe: ProbeSetting | None, data_type: str) -> Geometry:
+    """The positions of a SpikeGLX / Open Ephys stream: the files' probe, else ``PROBE``."""
+    where = _PROBE_FILES.get(data_type, data_type)
+    if recording.has_probe():
+        detail = f"the probe in {where}"
+        if probe is not None:
+            log.warning("geometry: %s gives the probe; %s is not used", where, probe.describe())
+            detail += f"; {probe.describe()} not used (the files' probe wins)"
+        return Geometry(data_type, detail)
+    if probe is not None:
+        group = load_probe(probe, recording.get_num_channels())
+        return Geometry("PROBE", probe.describe(), probegroup=group)
+    raise InputError(
+        f"no probe in {where} (not a Neuropixels recording?): give PROBE, a probeinterface "
+        "JSON or a Neuropixels part number"
     )
 
 

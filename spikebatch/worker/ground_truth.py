@@ -180,9 +180,21 @@ def _is_hdf5(path: Path) -> bool:
         return fh.read(8) == b"\x89HDF\r\n\x1a\n"
 
 
-def time_base(nwb: Path, series_path: str) -> TimeBase:
+def time_base(nwb: Any, series_path: str) -> TimeBase:
     """The series' clock, from the file (what SpikeInterface's extractors read)."""
     import h5py
+
+    from spikebatch.worker import recording
+
+    source = recording.as_source(nwb)
+    if not source.is_nwb:  # a SpikeGLX / Open Ephys stream: the extractor's own clock
+        stream = recording.open_recording(source, series_path)
+        return TimeBase(
+            rate=float(stream.sampling_frequency),
+            t_start=float(stream.get_time_info().get("t_start") or 0.0),
+            n_frames=int(stream.get_num_samples()),
+        )
+    nwb = source.path
 
     with h5py.File(nwb, "r") as h5:
         series = h5[series_path]
@@ -371,17 +383,23 @@ def _check_rate_and_frames(sorting: Any, part: Any, input_nwb: Path) -> None:
     _check_frames(sorting, base.n_frames, part.series.path)
 
 
-def _part_groups(input_nwb: Path, part: Any) -> list[str]:
+def _part_groups(input_nwb: Any, part: Any) -> list[str]:
     """The electrode groups of the part's channels."""
     if part.group is not None:
         return [part.group]
     from spikeinterface.extractors import read_nwb_recording
 
-    recording = read_nwb_recording(
-        file_path=str(input_nwb),
-        electrical_series_path=part.series.path,
-        load_channel_properties=False,
-    )
+    from spikebatch.worker import recording as recordings
+
+    source = recordings.as_source(input_nwb)
+    if source.is_nwb:
+        recording = read_nwb_recording(
+            file_path=str(source.path),
+            electrical_series_path=part.series.path,
+            load_channel_properties=False,
+        )
+    else:
+        recording = recordings.open_recording(source, part.series.path)
     return [str(g) for g in dict.fromkeys(recording.get_channel_groups())]
 
 
@@ -413,11 +431,19 @@ def _plain(unit_id: Any) -> Any:
     return int(unit_id) if isinstance(unit_id, np.integer) else unit_id
 
 
-def prepare(settings: Any, nwb: Path, parts: list[Any], scratch: Path) -> Any:
+def prepare(settings: Any, nwb: Any, parts: list[Any], scratch: Path) -> Any:
     """The run's :class:`~spikebatch.worker.scoring.Scorer`, truth read and checked; None
-    without ``GROUND_TRUTH``."""
+    without ``GROUND_TRUTH``. ``nwb`` is the input (a path, or a ``recording.Source``)."""
+    from spikebatch.worker.recording import as_source
     from spikebatch.worker.scoring import Scorer
 
     if settings.ground_truth is None:
         return None
+    source = as_source(nwb)
+    if not source.is_nwb and settings.ground_truth == OWN_UNITS:
+        raise InputError(
+            f"GROUND_TRUTH: a {source.data_type} recording has no units table; give the "
+            "truth's URI (an NWB file's units, or a SpikeInterface sorting folder)"
+        )
+    nwb = source.path if source.is_nwb else source
     return Scorer(load(settings.ground_truth, nwb, parts, scratch), settings.score_params)

@@ -33,7 +33,7 @@ from spikebatch import transfer
 from spikebatch.contract import RUN_PAGE, Env, apply_array_child
 from spikebatch.quality import LABELS
 from spikebatch.worker import fetch as fetch_stage
-from spikebatch.worker import stop
+from spikebatch.worker import folder_input, stop
 from spikebatch.worker.errors import ExitCode, Interrupted, StageError, WorkerError, one_line
 from spikebatch.worker.instance import detect_instance
 from spikebatch.worker.jobkw import job_kwargs
@@ -262,39 +262,21 @@ def _clear_own_scratch(job: _Run) -> None:
 
 
 def _run_stages(job: _Run) -> None:
-    from spikebatch.worker import budget, export, ground_truth, layout, recording
+    from spikebatch.worker import export, ground_truth, recording
 
     settings, rec_input = job.settings, job.record["input"]
     with job.stage("fetch"):
-        resolved = fetch_stage.resolve(settings)
-        rec_input.update(url=_redact(resolved.url), dandi_asset_id=resolved.dandi_asset_id)
-        # Before any byte of the recording: its size and (remote) shape against free space.
-        early = budget.before_download(
-            resolved.url, resolved.expected_size, resolved.filename, settings
-        )
-        if early is not None:
-            job.check_scratch(*early)
-        downloaded = fetch_stage.fetch(resolved, job.scratch)
-        rec_input.update(
-            size=downloaded.size,
-            digest={
-                "name": downloaded.digest_name,
-                "value": downloaded.digest_value,
-                "verified": downloaded.digest_name is not None,
-            },
-            download_s=round(downloaded.seconds, 2),
-            resumed_bytes=downloaded.resumed_bytes,
-        )
-        # The exact shape, from the file itself, before anything is converted.
-        nwb = downloaded.path
-        series = layout.choose(layout.local_series(nwb), settings.electrical_series_path, nwb.name)
-        job.check_scratch(budget.plan_for(downloaded.size, series, settings), "file")
+        if folder_input.is_folder_input(settings):
+            source, series = _fetch_folder(job)
+        else:
+            source, series = _fetch_nwb(job)
     with job.stage("open"):
-        session = recording.read_session(nwb)
+        session = recording.read_session(source, series)
         parts = recording.plan_parts(
-            nwb, series, by_group=settings.sort_by_group, probe=settings.probe_setting
+            source, series, by_group=settings.sort_by_group, probe=settings.probe_setting
         )
         rec_input.update(
+            data_type=source.data_type,
             electrical_series_path=series[0].path if len(series) == 1 else None,
             electrical_series_paths=[s.path for s in series],
             n_channels=sum(s.n_channels for s in series),
@@ -303,14 +285,14 @@ def _run_stages(job: _Run) -> None:
             session_identifier=session.identifier,
             series=recording.series_record(parts),
         )
-        scorer = ground_truth.prepare(settings, nwb, parts, job.scratch)  # before any sort
+        scorer = ground_truth.prepare(settings, source, parts, job.scratch)  # before any sort
         job.record["ground_truth"] = scorer and scorer.opened()
     with job.stage("preprocess"):
-        traces = _write_sorter_inputs(job, nwb, parts)
+        traces = _write_sorter_inputs(job, source, parts)
         job.record["scratch"]["raw_bytes"] = sum(
             f.stat().st_size for f in (job.scratch / "preprocessed").rglob("*.raw")
         )
-        _free_input(job, nwb)
+        _free_input(job, source)
     job.set_cost()
     units_nwb = export.UnitsNwb(session, source=settings.source, sorter=settings.sorter)
     job.record["parts"] = []
@@ -329,6 +311,71 @@ def _run_stages(job: _Run) -> None:
         job.record["nwbinspector"] = export.inspect_units_nwb(job.results / "units.nwb")
     with job.stage("publish"):
         _publish(job, parts)
+
+
+def _fetch_nwb(job: _Run) -> tuple[Any, list[Any]]:
+    """One NWB file (a DANDI asset or INPUT_URI): sized from its remote metadata, fetched,
+    verified, and its series chosen from the file itself."""
+    from spikebatch.worker import budget, layout, recording
+
+    settings, rec_input = job.settings, job.record["input"]
+    resolved = fetch_stage.resolve(settings)
+    rec_input.update(url=_redact(resolved.url), dandi_asset_id=resolved.dandi_asset_id)
+    # Before any byte of the recording: its size and (remote) shape against free space.
+    early = budget.before_download(
+        resolved.url, resolved.expected_size, resolved.filename, settings
+    )
+    if early is not None:
+        job.check_scratch(*early)
+    downloaded = fetch_stage.fetch(resolved, job.scratch)
+    rec_input.update(
+        size=downloaded.size,
+        digest={
+            "name": downloaded.digest_name,
+            "value": downloaded.digest_value,
+            "verified": downloaded.digest_name is not None,
+        },
+        download_s=round(downloaded.seconds, 2),
+        resumed_bytes=downloaded.resumed_bytes,
+    )
+    # The exact shape, from the file itself, before anything is converted.
+    nwb = downloaded.path
+    series = layout.choose(layout.local_series(nwb), settings.electrical_series_path, nwb.name)
+    job.check_scratch(budget.plan_for(downloaded.size, series, settings), "file")
+    return recording.Source(nwb), series
+
+
+def _fetch_folder(job: _Run) -> tuple[Any, list[Any]]:
+    """A SpikeGLX run or Open Ephys recording (``folder_input``): its metadata first, the
+    scratch budget from it, then only the AP streams' files, each verified."""
+    from spikebatch.worker import acquisition, budget, recording
+
+    settings, rec_input = job.settings, job.record["input"]
+    planned = folder_input.plan(settings, job.scratch)
+    rec_input.update(url=_redact(planned.uri), size=planned.total_bytes)
+    job.check_scratch(budget.plan_for(planned.total_bytes, planned.series, settings), "header")
+    started = time.monotonic()
+    folder, files = folder_input.fetch(planned, job.scratch)
+    verified = [f for f in files if f.get("verified")]
+    rec_input.update(
+        files=files,
+        digest={
+            "name": "per file",
+            "value": None,
+            "verified": bool(files) and len(verified) == len(files),
+        },
+        download_s=round(time.monotonic() - started, 2),
+        skipped_streams=planned.skipped,
+    )
+    kwargs = (
+        settings.read_recording_kwargs.reader_kwargs() if settings.read_recording_kwargs else {}
+    )
+    source = recording.Source(
+        folder, planned.data_type, kwargs, in_place=planned.in_place is not None
+    )
+    series = acquisition.spike_band(planned.data_type, folder, kwargs, planned.uri)
+    job.check_scratch(budget.plan_for(planned.total_bytes, series, settings), "file")
+    return source, series
 
 
 def _publish(job: _Run, parts: list[Any]) -> None:
@@ -380,7 +427,7 @@ def _publish_to_dandi(job: _Run) -> dict[str, Any]:
     )
 
 
-def _write_sorter_inputs(job: _Run, nwb: Path, parts: list[Any]) -> dict[str, Any]:
+def _write_sorter_inputs(job: _Run, source: Any, parts: list[Any]) -> dict[str, Any]:
     """Each part's preprocessing chain, written once to an int16 binary in scratch.
 
     Runs in its own frame so that the lazy chains (which hold the NWB open) are gone when
@@ -392,7 +439,7 @@ def _write_sorter_inputs(job: _Run, nwb: Path, parts: list[Any]) -> dict[str, An
     written = {}
     for part in parts:
         job.part = part.key or None
-        raw = recording.open_part(nwb, part)
+        raw = recording.open_part(source, part)
         chain, applied = preprocess.preprocess(
             raw,
             settings.preprocessing,
@@ -406,12 +453,18 @@ def _write_sorter_inputs(job: _Run, nwb: Path, parts: list[Any]) -> dict[str, An
     return written
 
 
-def _free_input(job: _Run, nwb: Path) -> None:
-    """Delete the NWB once every part's traces and the session's metadata are out."""
+def _free_input(job: _Run, source: Any) -> None:
+    """Delete the input once every part's traces and the session's metadata are out (a
+    local folder read in place is the user's: it stays)."""
     job.meter.sample()  # the convert stage's peak, with the NWB still here
     gc.collect()  # recordings that held the file open
-    size = nwb.stat().st_size
-    nwb.unlink()
+    if source.in_place:
+        return
+    size = tree_bytes(source.path) if source.path.is_dir() else source.path.stat().st_size
+    if source.path.is_dir():
+        shutil.rmtree(source.path)
+    else:
+        source.path.unlink()
     held = deleted_but_open(job.scratch)
     job.record["scratch"]["deleted_but_open"] = held
     if held:

@@ -7,6 +7,10 @@ and each group is sorted on its own. Each series' contact positions
 (:mod:`~spikebatch.worker.geometry`) and the meaning of its samples
 (:mod:`~spikebatch.worker.traces`) are decided once, when the parts are planned, and
 recorded in run.json (``input.series``).
+
+The input is a :class:`Source`: an NWB file, or the folder of a SpikeGLX run or an Open Ephys
+recording (:mod:`~spikebatch.worker.acquisition`), where each probe's AP stream plays the
+part a series plays in an NWB file.
 """
 
 from __future__ import annotations
@@ -46,6 +50,26 @@ class SessionInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Source:
+    """The fetched input: an NWB file, or the folder of a SpikeGLX run / Open Ephys recording."""
+
+    path: Path
+    data_type: str = "nwb"
+    reader_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: The input is the user's own folder, read in place: never deleted.
+    in_place: bool = False
+
+    @property
+    def is_nwb(self) -> bool:
+        return self.data_type == "nwb"
+
+
+def as_source(given: Path | Source) -> Source:
+    """A path is an NWB file (what every caller before folder inputs passes)."""
+    return given if isinstance(given, Source) else Source(Path(given))
+
+
+@dataclass(frozen=True, slots=True)
 class SortPart:
     """One sort: a series, or one channel group (shank) of it, and where its results go."""
 
@@ -74,18 +98,27 @@ def choose_series(nwb_path: Path, requested: str | None) -> list[str]:
 
 
 def plan_parts(
-    nwb_path: Path, series: list[SeriesInfo], *, by_group: bool, probe: ProbeSetting | None = None
+    source: Path | Source,
+    series: list[SeriesInfo],
+    *,
+    by_group: bool,
+    probe: ProbeSetting | None = None,
 ) -> list[SortPart]:
     """One part per series, or per channel group of each series; keys once there are several.
 
     Each series' geometry and sample scale are decided here (an ``InputError`` if it has no
     contact positions), so the open stage fails before anything is converted.
     """
+    source = as_source(source)
     parts: list[SortPart] = []
     for info in series:
-        recording = _read(nwb_path, info.path)
-        decided = geometry.decide(recording, geometry.electrode_columns(recording), probe)
-        scale = traces.decide(nwb_path, info.path, recording)
+        recording = _read(source, info.path)
+        if source.is_nwb:
+            decided = geometry.decide(recording, geometry.electrode_columns(recording), probe)
+            scale = traces.decide(source.path, info.path, recording)
+        else:  # int16 as the acquisition software wrote it; its probe in its metadata
+            decided = geometry.decide_from_files(recording, probe, source.data_type)
+            scale = traces.stored_integers(recording, f"{source.data_type}'s gains")
         groups: list[str | None] = [None]
         if by_group:
             groups = [str(g) for g in dict.fromkeys(recording.get_channel_groups())]
@@ -114,10 +147,10 @@ def _part_key(part: SortPart) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "part"
 
 
-def open_part(nwb_path: Path, part: SortPart) -> Any:
+def open_part(source: Path | Source, part: SortPart) -> Any:
     """The part's recording as the sorter gets it: its series with the decided geometry and
     int16 samples, cut to its channel group when it has one."""
-    recording = open_recording(nwb_path, part.series.path, part.geometry)
+    recording = open_recording(source, part.series.path, part.geometry)
     if part.scale is not None:
         recording = traces.to_sorter_input(recording, part.scale)
     if part.group is None:
@@ -128,15 +161,18 @@ def open_part(nwb_path: Path, part: SortPart) -> Any:
 
 
 def open_recording(
-    nwb_path: Path,
+    source: Path | Source,
     series_path: str,
     decided: Geometry | None = None,
     probe: ProbeSetting | None = None,
 ) -> Any:
     """The series as a SpikeInterface recording, with its probe (see :mod:`geometry`)."""
-    recording = _read(nwb_path, series_path)
-    if decided is None:
+    source = as_source(source)
+    recording = _read(source, series_path)
+    if decided is None and source.is_nwb:
         decided = geometry.decide(recording, geometry.electrode_columns(recording), probe)
+    elif decided is None:
+        decided = geometry.decide_from_files(recording, probe, source.data_type)
     recording = geometry.apply(recording, decided)
     log.info(
         "open: %s: %d channels, %.1f s at %.0f Hz, %s; positions from %s",
@@ -150,17 +186,28 @@ def open_recording(
     return recording
 
 
-def _read(nwb_path: Path, series_path: str) -> Any:
+def _read(source: Source, series_path: str) -> Any:
+    if not source.is_nwb:
+        from spikebatch.worker import acquisition
+
+        return acquisition.read(source.data_type, source.path, series_path, source.reader_kwargs)
     from spikeinterface.extractors import read_nwb_recording
 
-    return read_nwb_recording(file_path=nwb_path, electrical_series_path=series_path)
+    return read_nwb_recording(file_path=source.path, electrical_series_path=series_path)
 
 
-def read_session(nwb_path: Path) -> SessionInfo:
+def read_session(source: Path | Source, series: list[SeriesInfo] | None = None) -> SessionInfo:
     """The source session's identity, for units.nwb and run.json."""
     from pynwb import NWBHDF5IO
 
-    with NWBHDF5IO(nwb_path, mode="r", load_namespaces=True) as io:
+    source = as_source(source)
+    if not source.is_nwb:
+        from spikebatch.worker import acquisition
+
+        return SessionInfo(
+            **acquisition.session_fields(source.data_type, source.path, series or [])
+        )
+    with NWBHDF5IO(source.path, mode="r", load_namespaces=True) as io:
         nwb = io.read()
         subject = None
         if nwb.subject is not None:

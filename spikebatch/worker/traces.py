@@ -76,11 +76,19 @@ class TraceScale:
         return record
 
 
+def stored_integers(recording: Any, basis: str) -> TraceScale:
+    """Integer samples go to the sorter as stored, their gains (``basis``) giving uV."""
+    dtype = np.dtype(recording.get_dtype())
+    if dtype.kind not in "iu":
+        raise InputError(f"expected integer samples, found {dtype.name}")
+    return TraceScale(dtype.name, f"integer, {basis}")
+
+
 def decide(nwb_path: Path, series_path: str, recording: Any) -> TraceScale:
     """The unit of ``series_path``'s samples and, for floats, the int16 step (one data pass)."""
     dtype = np.dtype(recording.get_dtype())
     if dtype.kind in "iu":
-        return TraceScale(dtype.name, "integer, the file's conversion")
+        return stored_integers(recording, "the file's conversion")
     conversion, has_channel_conversion, text = _series_attrs(nwb_path, series_path)
     noise = _median_noise(recording)
     if conversion != 1.0 or has_channel_conversion:

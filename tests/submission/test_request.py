@@ -163,4 +163,6 @@ def test_the_model_is_the_one_the_worker_documents() -> None:
     # issue 19 (README, "Campaigns"): several dandisets or globs, and the campaign's knobs
     documented |= {"asset_globs", "dandisets", "max_cost_usd", "max_concurrent_jobs"}
     documented |= {"retry_failed", "max_attempts_per_input", "rerun"}
+    # issue 23 (README, "Inputs"): SpikeGLX and Open Ephys recordings, and the reader's options
+    documented |= {"data_type", "read_recording_kwargs"}
     assert set(JobRequest.model_fields) == documented
