@@ -69,19 +69,25 @@ class GroundTruthFiles:
         return si.load(self.sorting_dirs[series] if series else self.sorting_dir)
 
 
-def generate_recording(spec: GroundTruthSpec):
-    """The in-memory ground truth: ``(recording_int16, sorting)``; the recording carries a probe."""
+def generate_recording(spec: GroundTruthSpec, *, probe=None, gain_uv: float = GAIN_UV):
+    """The in-memory ground truth: ``(recording_int16, sorting)``; the recording carries a probe.
+
+    ``probe`` (a wired probeinterface ``Probe``): generate on that geometry instead of the
+    ``num_columns`` x 20 um grid (``num_channels`` is then its contact count); ``gain_uv``: the
+    microvolts per int16 step of the returned recording.
+    """
     from spikeinterface.core import generate_ground_truth_recording
     from spikeinterface.preprocessing import scale
 
     if spec.drift_um > 0:
-        recording, sorting = _generate_drifting(spec)
+        recording, sorting = _generate_drifting(spec, probe)
     else:
         recording, sorting = generate_ground_truth_recording(
             durations=[spec.duration_s],
             sampling_frequency=spec.sampling_frequency,
             num_channels=spec.num_channels,
             num_units=spec.num_units,
+            probe=probe,
             generate_probe_kwargs=dict(
                 num_columns=spec.num_columns,
                 xpitch=20,
@@ -101,29 +107,30 @@ def generate_recording(spec: GroundTruthSpec):
             noise_kwargs=dict(noise_levels=spec.noise_uv, strategy="on_the_fly"),
             seed=spec.seed,
         )
-    as_int16 = scale(recording, gain=1.0 / GAIN_UV, offset=0.0, dtype="int16")
-    as_int16.set_channel_gains(GAIN_UV)
+    as_int16 = scale(recording, gain=1.0 / gain_uv, offset=0.0, dtype="int16")
+    as_int16.set_channel_gains(gain_uv)
     as_int16.set_channel_offsets(0.0)
     return as_int16, sorting
 
 
-def _generate_drifting(spec: GroundTruthSpec):
+def _generate_drifting(spec: GroundTruthSpec, probe=None):
     """A drifting probe: the same probe layout and noise as the static case, units moving
     ``drift_um`` peak to peak in a zigzag (period: the recording's length), from t = 0."""
     from probeinterface import generate_multi_columns_probe
     from spikeinterface.generation import generate_drifting_recording
 
-    per_column = -(-spec.num_channels // spec.num_columns)
-    probe = generate_multi_columns_probe(
-        num_columns=spec.num_columns,
-        num_contact_per_column=per_column,
-        xpitch=20,
-        ypitch=20,
-        contact_shapes="circle",
-        contact_shape_params={"radius": 6},
-    )
-    probe = probe.get_slice(np.arange(spec.num_channels))
-    probe.set_device_channel_indices(np.arange(spec.num_channels))
+    if probe is None:
+        per_column = -(-spec.num_channels // spec.num_columns)
+        probe = generate_multi_columns_probe(
+            num_columns=spec.num_columns,
+            num_contact_per_column=per_column,
+            xpitch=20,
+            ypitch=20,
+            contact_shapes="circle",
+            contact_shape_params={"radius": 6},
+        )
+        probe = probe.get_slice(np.arange(spec.num_channels))
+        probe.set_device_channel_indices(np.arange(spec.num_channels))
     half = spec.drift_um / 2
     _, drifting, sorting = generate_drifting_recording(
         num_units=spec.num_units,
