@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import unquote
 
 from spikebatch import transfer
 from spikebatch.input_format import (
@@ -341,7 +342,8 @@ def _plan_openephys(
 
 def _uri_path(uri: str) -> PurePosixPath:
     """A URI's path, the bucket first for s3:// (so paths of one listing compare)."""
-    return PurePosixPath("/" + uri.split("://", 1)[1].lstrip("/"))
+    path = uri.split("://", 1)[1].lstrip("/")
+    return PurePosixPath("/" + (unquote(path) if uri.startswith("file://") else path))
 
 
 def _reroot(listed: list[ListedFile], anchor: PurePosixPath) -> list[ListedFile]:
@@ -368,7 +370,7 @@ def _settings_files(
     if found:
         return found
     scheme = oebin.uri.split("://", 1)[0]
-    node_uri = f"{scheme}:/{node_dir}/"
+    node_uri = Path(node_dir).as_uri() + "/" if scheme == "file" else f"s3:/{node_dir}/"
     try:
         _, around = _listing(node_uri)
     except InputError:
