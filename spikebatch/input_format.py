@@ -142,3 +142,10 @@ def spikeglx_pair_problem(meta_name: str, meta_text: str, bin_size: int | None) 
             f"{n_channels}-channel int16 samples (nSavedChans={n_channels})"
         )
     return None
+
+
+def spikeglx_ap_part(name: str) -> str | None:
+    """``"bin"`` or ``"meta"`` for a SpikeGLX probe's AP-band file name (a key's last
+    segment counts); None for anything else (LF, NI, other files)."""
+    found = SPIKEGLX_AP.match(PurePosixPath(name).name)
+    return found["ext"] if found else None

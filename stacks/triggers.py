@@ -220,6 +220,11 @@ class Triggers(Construct):
             prefixes=[RUNS_PREFIX, CAMPAIGNS_PREFIX],
         )
         allow_list_prefixes(submit_role, sid="ListRuns", bucket=bucket, prefixes=[RUNS_PREFIX])
+        # A SpikeGLX .meta's missing .bin must read as 404 (not 403); an input_uri glob
+        # over uploads/ lists it.
+        allow_list_prefixes(
+            submit_role, sid="ListUploads", bucket=bucket, prefixes=[UPLOADS_PREFIX]
+        )
         self._idempotency(self.submit)
         self._spend_ledger(self.submit, bucket)
         # While the budget brake holds, submissions are refused with its reason.
@@ -246,7 +251,12 @@ class Triggers(Construct):
             "Tag-on-create of the jobs it submits (condition batch:CreateAction=SubmitJob);"
             " job ids do not exist before SubmitJob.",
         )
-        for prefix, suffix in ((REQUESTS_PREFIX, ".json"), (UPLOADS_PREFIX, ".nwb")):
+        # A SpikeGLX probe is submitted by its .ap.meta (written after its .bin).
+        for prefix, suffix in (
+            (REQUESTS_PREFIX, ".json"),
+            (UPLOADS_PREFIX, ".nwb"),
+            (UPLOADS_PREFIX, ".ap.meta"),
+        ):
             bucket.add_event_notification(
                 s3.EventType.OBJECT_CREATED,
                 s3n.LambdaDestination(self.submit),

@@ -46,7 +46,7 @@ from spikebatch.contract import (
     Env,
     dandi_source,
 )
-from spikebatch.control import budget, idempotency
+from spikebatch.control import budget, idempotency, s3_inputs
 from spikebatch.control.dandi_assets import resolve_selections
 from spikebatch.control.idempotency import Claim, acquire, release_quietly
 from spikebatch.control.job_status import TERMINAL
@@ -111,7 +111,10 @@ def campaign_id(request: JobRequest) -> str:
 def resolve_inputs(
     request: JobRequest, *, api_url: str, token: str | None = None
 ) -> list[CampaignInput]:
-    """Every recording the request names (DANDI listings read a page of 1000 at a time)."""
+    """Every recording the request names (DANDI listings, and S3 listings of an
+    ``input_uri`` glob, read a page of 1000 at a time)."""
+    if s3_inputs.is_s3_glob(request.input_uri):
+        return _glob_inputs(request)
     if request.input_uri is not None:
         env = {Env.INPUT_URI.value: request.input_uri}
         run = PlannedRun(request_run_id(request, request.input_uri), request.input_uri, env)
@@ -135,6 +138,17 @@ def resolve_inputs(
         )
         raise RequestError([FieldError("asset_glob", what)])
     return sorted(found.values(), key=lambda i: i.run.source)
+
+
+def _glob_inputs(request: JobRequest) -> list[CampaignInput]:
+    """One run per recording an s3:// glob matches, each under its own URI's run id."""
+    assert request.input_uri is not None
+    inputs = []
+    for match in s3_inputs.expand(request.input_uri):
+        env = {Env.INPUT_URI.value: match.uri}
+        run = PlannedRun(request_run_id(request, match.uri), match.uri, env)
+        inputs.append(CampaignInput(run, match.uri, match.size))
+    return inputs
 
 
 # -- what the records say ---------------------------------------------------------------
@@ -483,7 +497,11 @@ def plan_campaign(
         sizes = {
             key: i.size
             for i in part
-            if i.size and (key := i.run.input_env.get(Env.DANDI_ASSET_PATH.value))
+            if i.size
+            and (
+                key := i.run.input_env.get(Env.DANDI_ASSET_PATH.value)
+                or i.run.input_env.get(Env.INPUT_URI.value)
+            )
         }
         arrays.append(
             plan_runs(

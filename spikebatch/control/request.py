@@ -51,6 +51,8 @@ _INPUT_URI_RE = re.compile(
 )
 
 AssetPath = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+GLOB_CHARS = "*?["
+"""What makes an s3:// ``input_uri`` a glob that a campaign expands (``control.s3_inputs``)."""
 _CONTROL_RE = re.compile(r"[\x00-\x1f]")
 
 
@@ -142,6 +144,11 @@ class DandisetSelection(BaseModel):
     @property
     def globs(self) -> list[str]:
         return [self.asset_glob] if self.asset_glob is not None else list(self.asset_globs or [])
+
+
+def first_glob(text: str) -> int:
+    """Where the first glob character is in ``text`` (-1: none)."""
+    return min((i for i in map(text.find, GLOB_CHARS) if i >= 0), default=-1)
 
 
 def _dandiset_id(value: str) -> str:
@@ -256,6 +263,8 @@ class JobRequest(BaseModel):
             raise ValueError(
                 f"{value[:200]!r}: use s3://bucket/key, https://host/path (or file:///path locally)"
             )
+        if value is not None and value.startswith("file:") and first_glob(value) >= 0:
+            raise ValueError(f"{value[:200]!r}: globs (*, ?, [) are expanded in s3:// URIs only")
         return value
 
     @field_validator("sorter")

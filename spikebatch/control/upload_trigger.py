@@ -1,8 +1,10 @@
 """S3 upload → Batch: what the submit Lambda does with one S3 event, as plain functions.
 
 ``requests/**.json`` is a job-request file; ``uploads/**.nwb`` is a recording to sort with
-the stack's default sorter. A bad request, or an upload that is not a complete NWB (HDF5)
-file, starts no job and leaves ``errors/<name>.json`` saying what is wrong, field by
+the stack's default sorter, and so is ``uploads/**.ap.meta``: one SpikeGLX probe, whose
+``.meta`` SpikeGLX (and the user) writes after its ``.bin``. A bad request, an upload that
+is not a complete NWB (HDF5) file, or a ``.meta`` whose ``.bin`` is missing or of the wrong
+size, starts no job and leaves ``errors/<name>.json`` saying what is wrong, field by
 field. Malformed events never raise: each yields an outcome with an error object.
 
 Exactly one job per object version, whatever instant the Lambda dies at (README, "Uploads
@@ -17,9 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -57,8 +60,12 @@ from spikebatch.control.submission import (
     plan_submission,
     submit,
 )
+from spikebatch.input_format import spikeglx_ap_part, spikeglx_pair_problem
 
 log = logging.getLogger(__name__)
+
+MAX_META_BYTES = 1024 * 1024
+"""A SpikeGLX ``.meta`` is a few KiB of ``key=value`` lines; a larger upload is refused unread."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,18 +227,9 @@ def handle_object(
     """Route one created object: a request file, an upload, or something to ignore."""
     if obj.bucket != deployment.bucket:
         return _logged(Outcome("ignored", obj.uri, errors=[_err("bucket", "not the data bucket")]))
-    if obj.key.startswith(REQUESTS_PREFIX) and obj.key.endswith(".json"):
-        work = _request_from_file
-    elif obj.key.startswith(UPLOADS_PREFIX) and obj.key.lower().endswith(".nwb"):
-        work = _request_from_upload
-    else:
-        return _logged(
-            Outcome(
-                "ignored",
-                obj.uri,
-                errors=[_err("key", "expected requests/**.json or uploads/**.nwb")],
-            )
-        )
+    work = _work_for(obj.key)
+    if work is None:
+        return _logged(Outcome("ignored", obj.uri, errors=[_err("key", EXPECTED_KEYS)]))
     claim = acquire(table, obj.idempotency_key, object=obj.uri)  # ClaimBusy: retry later
     if not isinstance(claim, Claim):
         return _logged(Outcome("duplicate", obj.uri))
@@ -246,6 +244,25 @@ def handle_object(
     state = REJECTED if outcome.status == "rejected" else DONE
     settle_quietly(claim, state, **({"job_id": outcome.job_id} if outcome.job_id else {}))
     return _logged(outcome)
+
+
+EXPECTED_KEYS = "expected requests/**.json, uploads/**.nwb or uploads/**.ap.meta (SpikeGLX)"
+#: Reads the object an event names: the request to submit, and the recording's bytes.
+Work = Callable[[S3Object, Deployment], tuple[JobRequest, int | None]]
+
+
+def _work_for(key: str) -> Work | None:
+    """What a created key is: a request file, an NWB or SpikeGLX upload, or (None) neither
+    (an uploaded ``.ap.bin``, LF and NI streams wait for, or are not, a ``.ap.meta``)."""
+    if key.startswith(REQUESTS_PREFIX) and key.endswith(".json"):
+        return _request_from_file
+    if not key.startswith(UPLOADS_PREFIX):
+        return None
+    if key.lower().endswith(".nwb"):
+        return _request_from_upload
+    if spikeglx_ap_part(key) == "meta":
+        return _request_from_spikeglx
+    return None
 
 
 def _err(field_name: str, message: str) -> dict[str, str]:
@@ -268,20 +285,20 @@ OUTCOME_RUN_IDS = 1000
 def _submit(
     obj: S3Object,
     deployment: Deployment,
-    work: Any,
+    work: Work,
     claim: Claim,
     *,
     table: str,
     deadline: float | None,
 ) -> Outcome:
     try:
-        request = work(obj, deployment)
+        request, size = work(obj, deployment)
         if work is _request_from_file:
             return _submit_campaign(obj, request, deployment, claim, table=table, deadline=deadline)
         assets = resolve_request_assets(request, api_url=deployment.dandi_api_url)
         sizes = {a.path: a.size for a in assets}
-        if request.input_uri == obj.uri and obj.size:  # an upload: its size came with the event
-            sizes[obj.uri] = obj.size
+        if request.input_uri is not None and size:  # an upload: the recording's bytes
+            sizes[request.input_uri] = size
         plan = plan_submission(
             request, deployment, assets=[a.path for a in assets] or None, input_sizes=sizes
         )
@@ -366,13 +383,16 @@ def _reject_unless_submitted(
     )
 
 
-def _request_from_file(obj: S3Object, deployment: Deployment) -> JobRequest:
+def _request_from_file(obj: S3Object, deployment: Deployment) -> tuple[JobRequest, None]:
     if obj.size is not None and obj.size > MAX_REQUEST_BYTES:
         raise RequestError(
             [FieldError("request", f"{obj.size} bytes; a request is at most {MAX_REQUEST_BYTES}")]
         )
     body = _read(obj)["Body"].read(MAX_REQUEST_BYTES + 1)
-    return parse_request(body, limits=deployment.limits, default_sorter=deployment.default_sorter)
+    request = parse_request(
+        body, limits=deployment.limits, default_sorter=deployment.default_sorter
+    )
+    return request, None
 
 
 def _read(obj: S3Object, *, first_bytes: int | None = None) -> Any:
@@ -401,22 +421,71 @@ def _read(obj: S3Object, *, first_bytes: int | None = None) -> Any:
         raise
 
 
-def _request_from_upload(obj: S3Object, deployment: Deployment) -> JobRequest:
+def _object_size(answer: Mapping[str, Any]) -> int:
+    """The whole object's size from a (ranged) GetObject's answer."""
+    total = str(answer.get("ContentRange", "")).rpartition("/")[2]
+    return int(total) if total.isdigit() else int(answer.get("ContentLength", 0))
+
+
+def _request_from_upload(obj: S3Object, deployment: Deployment) -> tuple[JobRequest, int]:
     """An upload is sorted only if its first bytes start a complete NWB (HDF5) file."""
     answer = _read(obj, first_bytes=HEAD_BYTES)
     head = answer["Body"].read(HEAD_BYTES)
-    total = answer.get("ContentRange", "").rpartition("/")[2]
-    size = int(total) if total.isdigit() else int(answer.get("ContentLength", len(head)))
+    size = _object_size(answer)
     try:
         check_head(head, size)
     except NotAnNwbError as exc:
         raise RequestError([FieldError("upload", str(exc))]) from None
-    return parse_request({"input_uri": obj.uri, "sorter": deployment.default_sorter})
+    return parse_request({"input_uri": obj.uri, "sorter": deployment.default_sorter}), size
+
+
+def _request_from_spikeglx(obj: S3Object, deployment: Deployment) -> tuple[JobRequest, int]:
+    """A probe's ``.ap.meta`` is sorted only if the ``.bin`` beside it is complete (the
+    size the ``.meta`` declares, whole int16 samples): a GPU never waits for a half upload."""
+    name = PurePosixPath(obj.key).name
+    answer = _read(obj, first_bytes=MAX_META_BYTES)
+    if _object_size(answer) > MAX_META_BYTES:
+        message = f"{name}: {_object_size(answer)} bytes; a SpikeGLX .meta is at most"
+        raise RequestError([FieldError("upload", f"{message} {MAX_META_BYTES}")])
+    text = answer["Body"].read(MAX_META_BYTES).decode("utf-8", errors="replace")
+    bin_size = _size_of(obj.bucket, obj.key.removesuffix(".meta") + ".bin")
+    problem = spikeglx_pair_problem(name, text, bin_size)
+    if problem is not None or bin_size is None:
+        raise RequestError([FieldError("upload", problem or f"{name}: no .bin")])
+    request = parse_request(
+        {"input_uri": obj.uri, "data_type": "spikeglx", "sorter": deployment.default_sorter}
+    )
+    return request, bin_size
+
+
+def _size_of(bucket: str, key: str) -> int | None:
+    """HeadObject's size of ``key``; None when there is none (the role lists uploads/, so a
+    missing key is a 404, not a 403)."""
+    try:
+        return int(aws.client("s3").head_object(Bucket=bucket, Key=key)["ContentLength"])
+    except ClientError as exc:
+        code = aws.error_code(exc)
+        if code in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        if code in {"403", "AccessDenied"}:
+            name = PurePosixPath(key).name
+            raise RequestError([FieldError("upload", f"{name}: unreadable ({code})")]) from None
+        raise
 
 
 def _error_key(obj: S3Object) -> str:
     name = obj.key.removeprefix(REQUESTS_PREFIX).removesuffix(".json")
     return f"{ERRORS_PREFIX}{name}.json"
+
+
+def _what_to_do(obj: S3Object, errors: list[FieldError]) -> str:
+    if any(e.field == "budget" for e in errors):
+        return "upload it again when the monthly budget allows (README: Budgets)"
+    if _work_for(obj.key) is _request_from_spikeglx:
+        return "upload the complete .bin, then its .meta again (README: Uploading instead)"
+    if obj.key.startswith(UPLOADS_PREFIX):
+        return "upload the complete NWB file again (README: Uploading instead)"
+    return "fix the fields above and upload the request again (README: Submit)"
 
 
 def _reject(obj: S3Object, deployment: Deployment, errors: list[FieldError]) -> Outcome:
@@ -427,13 +496,7 @@ def _reject(obj: S3Object, deployment: Deployment, errors: list[FieldError]) -> 
         "etag": obj.etag,
         "errors": [e.to_json() for e in errors],
         "rejected_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "what_to_do": (
-            "upload it again when the monthly budget allows (README: Budgets)"
-            if any(e.field == "budget" for e in errors)
-            else "upload the complete NWB file again (README: Uploading instead)"
-            if obj.key.startswith(UPLOADS_PREFIX)
-            else "fix the fields above and upload the request again (README: Submit)"
-        ),
+        "what_to_do": _what_to_do(obj, errors),
     }
     aws.client("s3").put_object(
         Bucket=deployment.bucket,

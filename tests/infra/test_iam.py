@@ -214,6 +214,9 @@ def test_submit_lambda_submits_only_to_this_apps_queues_and_job_definitions(synt
     ]
     assert statements["ListRuns"]["Action"] == "s3:ListBucket"
     assert statements["ListRuns"]["Condition"] == {"StringLike": {"s3:prefix": ["runs/*"]}}
+    # A SpikeGLX .meta's missing .bin reads as 404, and an input_uri glob lists uploads/.
+    assert statements["ListUploads"]["Action"] == "s3:ListBucket"
+    assert statements["ListUploads"]["Condition"] == {"StringLike": {"s3:prefix": ["uploads/*"]}}
     assert statements["Idempotency"]["Action"] == ["dynamodb:GetItem", "dynamodb:UpdateItem"]
     assert statements["Idempotency"]["Resource"] == {"Fn::GetAtt": [table, "Arn"]}
     # A retry that takes over an interrupted invocation's claim looks its job up.

@@ -158,6 +158,7 @@ def test_s3_uploads_and_requests_trigger_the_submit_lambda(synthesized):
     assert got == {
         (("prefix", "requests/"), ("suffix", ".json")),
         (("prefix", "uploads/"), ("suffix", ".nwb")),
+        (("prefix", "uploads/"), ("suffix", ".ap.meta")),  # a SpikeGLX probe, after its .bin
     }
     for c in configs:
         assert c["Events"] == ["s3:ObjectCreated:*"]

@@ -166,3 +166,11 @@ def test_the_model_is_the_one_the_worker_documents() -> None:
     # issue 23 (README, "Inputs"): SpikeGLX and Open Ephys recordings, and the reader's options
     documented |= {"data_type", "read_recording_kwargs"}
     assert set(JobRequest.model_fields) == documented
+
+
+def test_globs_are_for_s3_uris_a_campaign_expands() -> None:
+    assert parse_request({"input_uri": "s3://my-bucket/rig1/*/*_g0/"}).input_uri
+    assert parse_request({"input_uri": "https://host/a.nwb?raw=1"}).input_uri  # a query
+    assert errors_of({"input_uri": "file:///data/*/x.nwb"}) == {
+        "input_uri": "'file:///data/*/x.nwb': globs (*, ?, [) are expanded in s3:// URIs only"
+    }

@@ -211,11 +211,15 @@ def test_a_failed_submit_is_retried_not_lost(
     assert len(lambda_env.jobs()) == 1
 
 
+EXPECTED_KEYS = "expected requests/**.json, uploads/**.nwb or uploads/**.ap.meta (SpikeGLX)"
+
+
 @pytest.mark.parametrize(
     ("key", "reason"),
     [
-        ("requests/notes.txt", "expected requests/**.json or uploads/**.nwb"),
-        ("other/x.json", "expected requests/**.json or uploads/**.nwb"),
+        ("requests/notes.txt", EXPECTED_KEYS),
+        ("other/x.json", EXPECTED_KEYS),
+        ("uploads/r_g0/r_g0_t0.imec0.ap.bin", EXPECTED_KEYS),
     ],
 )
 def test_other_keys_are_ignored_with_a_reason(
