@@ -125,7 +125,7 @@ def is_valid_run_id(run_id: str) -> bool:
 
 def _slug(text: str, limit: int) -> str:
     stem = text.rstrip("/").rsplit("/", 1)[-1]  # a folder's name for a prefix input
-    stem = re.sub(r"\.nwb$", "", stem, flags=re.IGNORECASE)
+    stem = re.sub(r"(\.nwb|\.ap\.(bin|meta))$", "", stem, flags=re.IGNORECASE)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", stem).strip("-").lower()
     return slug[:limit].strip("-") or "input"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
@@ -149,3 +150,38 @@ def spikeglx_ap_part(name: str) -> str | None:
     segment counts); None for anything else (LF, NI, other files)."""
     found = SPIKEGLX_AP.match(PurePosixPath(name).name)
     return found["ext"] if found else None
+
+
+@dataclass(frozen=True, slots=True)
+class SpikeglxShape:
+    """A probe stream's shape from its ``.meta``: what is sorted (the sync channel is not)."""
+
+    n_frames: int
+    n_channels: int
+    rate_hz: float | None
+
+    @property
+    def sorted_bytes(self) -> int:
+        """The int16 traces a sort reads: what an NWB file of the same traces holds."""
+        return self.n_frames * self.n_channels * 2
+
+
+def spikeglx_shape(meta: dict[str, str], bin_size: int | None = None) -> SpikeglxShape:
+    """Frames from ``fileSizeBytes`` (or the ``.bin``'s size), channels without the sync
+    channel (``snsApLfSy``'s third count), the rate from ``imSampRate``."""
+    saved = int(meta["nSavedChans"])
+    size = bin_size if bin_size is not None else int(meta.get("fileSizeBytes") or 0)
+    counts = [int(c) for c in meta.get("snsApLfSy", "").split(",") if c.strip().isdigit()]
+    sync = counts[2] if len(counts) == 3 else 0
+    rate = float(meta.get("imSampRate") or meta.get("niSampRate") or 0) or None
+    return SpikeglxShape(size // (2 * saved), saved - sync, rate)
+
+
+#: Open Ephys stream names that never hold spikes, whatever their rate.
+NOT_SPIKE_BAND = ("LFP", "ADC", "NI-DAQ", "NIDAQ", "SYNC", "AUX")
+
+
+def openephys_spike_band(name: str) -> bool:
+    """Whether an Open Ephys stream (or a path through its folder) may be a probe's AP band."""
+    upper = name.upper()
+    return not any(tag in upper for tag in NOT_SPIKE_BAND)

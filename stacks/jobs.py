@@ -184,12 +184,23 @@ class Jobs(Construct):
             bucket=bucket,
             prefixes=[UPLOADS_PREFIX, MANIFESTS_PREFIX],
         )
+        # A folder input (a SpikeGLX run, an Open Ephys recording) is listed before it is read.
+        allow_list_prefixes(
+            self.job_role, sid="ListInputs", bucket=bucket, prefixes=[UPLOADS_PREFIX]
+        )
         if extra_input_bucket_arns:
             self.job_role.add_to_policy(
                 iam.PolicyStatement(
                     sid="ReadExtraInputs",
                     actions=["s3:GetObject"],
                     resources=[f"{arn}/*" for arn in extra_input_bucket_arns],
+                )
+            )
+            self.job_role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="ListExtraInputs",
+                    actions=["s3:ListBucket"],
+                    resources=list(extra_input_bucket_arns),
                 )
             )
         for arn in extra_input_bucket_arns:

@@ -267,7 +267,10 @@ def recording_sizes(
 ) -> list[RecordingSize]:
     if assets:
         return [RecordingSize(a.path, a.size, duration_s) for a in assets]
-    return [RecordingSize(request.input_uri or "input", None, duration_s)]
+    from spikebatch.control.s3_inputs import recording_bytes
+
+    size = recording_bytes(request.input_uri) if request.input_uri else None
+    return [RecordingSize(request.input_uri or "input", size, duration_s)]
 
 
 def deployed_stack(stack_name: str, region: str | None) -> StackOutputs:

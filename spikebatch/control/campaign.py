@@ -118,7 +118,8 @@ def resolve_inputs(
     if request.input_uri is not None:
         env = {Env.INPUT_URI.value: request.input_uri}
         run = PlannedRun(request_run_id(request, request.input_uri), request.input_uri, env)
-        return [CampaignInput(run, request.input_uri)]
+        size = s3_inputs.recording_bytes(request.input_uri)
+        return [CampaignInput(run, request.input_uri, size)]
     found: dict[str, CampaignInput] = {}
     for selection, assets in resolve_selections(request, api_url=api_url, token=token):
         for asset in assets:

@@ -11,6 +11,7 @@ file name matches objects: ``.nwb`` files and SpikeGLX AP files, one run per pro
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,15 @@ from botocore.exceptions import ClientError
 
 from spikebatch import aws
 from spikebatch.control.request import MAX_CAMPAIGN_INPUTS, FieldError, RequestError, first_glob
-from spikebatch.input_format import formats_in, spikeglx_ap_part
+from spikebatch.input_format import (
+    formats_in,
+    openephys_spike_band,
+    parse_spikeglx_meta,
+    spikeglx_ap_part,
+    spikeglx_shape,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +139,48 @@ def expand(uri: str) -> list[Match]:
 
 def _error(message: str) -> RequestError:
     return RequestError([FieldError("input_uri", message)])
+
+
+def recording_bytes(uri: str) -> int | None:
+    """The int16 traces one recording's sort reads, for its estimate: an NWB object's size;
+    a SpikeGLX run's (or one probe's) AP channels, from each ``.meta`` (without the sync
+    channel: what an NWB file of the same traces holds); an Open Ephys recording's AP
+    ``continuous.dat`` files. None when the URI is not an S3 recording we can size."""
+    if not uri.startswith("s3://") or is_s3_glob(uri):
+        return None
+    try:
+        return _recording_bytes(*split_s3_uri(uri))
+    except ClientError as exc:  # no access to list or read it: the estimate says "unknown"
+        log.info("estimate: cannot size %s (%s)", uri, aws.error_code(exc))
+        return None
+
+
+def _recording_bytes(bucket: str, key: str) -> int | None:
+    pair = spikeglx_ap_part(key) is not None
+    folder = key.rsplit("/", 1)[0] + "/" if pair or not key.endswith("/") else key
+    if key.lower().endswith(".nwb"):
+        objects = dict(_listing(bucket, key))
+        return objects.get(key)
+    objects = dict(_listing(bucket, folder))
+    if pair:
+        stem = key.rsplit(".", 2)[0]
+        objects = {k: v for k, v in objects.items() if k.rsplit(".", 2)[0] == stem}
+    metas = [k for k in objects if spikeglx_ap_part(k) == "meta"]
+    if metas:
+        s3 = aws.client("s3")
+        total = 0
+        for meta_key in metas:
+            body = s3.get_object(Bucket=bucket, Key=meta_key, Range="bytes=0-1048575")["Body"]
+            meta = parse_spikeglx_meta(body.read().decode("utf-8", errors="replace"))
+            bin_size = objects.get(meta_key.removesuffix(".meta") + ".bin")
+            try:
+                total += spikeglx_shape(meta, bin_size).sorted_bytes
+            except (KeyError, ValueError, ZeroDivisionError):
+                return None
+        return total
+    dats = [
+        size
+        for k, size in objects.items()
+        if k.endswith("/continuous.dat") and openephys_spike_band(k.rsplit("/", 2)[-2])
+    ]
+    return sum(dats) if dats else None

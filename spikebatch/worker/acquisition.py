@@ -22,14 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from spikebatch.input_format import parse_spikeglx_meta
+from spikebatch.input_format import openephys_spike_band, parse_spikeglx_meta
 from spikebatch.worker.errors import InputError
 from spikebatch.worker.layout import SPIKE_BAND_MIN_HZ, SeriesInfo
 
 log = logging.getLogger(__name__)
 
-#: Open Ephys stream names that never hold spikes, whatever their rate.
-_NOT_SPIKE_BAND = ("LFP", "ADC", "NI-DAQ", "NIDAQ", "SYNC", "AUX")
 #: The neo reader behind each format (``get_neo_streams``'s name).
 _NEO_NAMES = {"spikeglx": "spikeglx", "openephys": "openephysbinary"}
 
@@ -96,8 +94,7 @@ def spike_band(
 def _is_spike_band_name(data_type: str, name: str) -> bool:
     if data_type == "spikeglx":
         return name.endswith(".ap")
-    upper = name.upper()
-    return not any(tag in upper for tag in _NOT_SPIKE_BAND)
+    return openephys_spike_band(name)
 
 
 def _series(data_type: str, folder: Path, name: str, reader_kwargs: dict[str, Any]) -> SeriesInfo:

@@ -25,8 +25,10 @@ from spikebatch import transfer
 from spikebatch.input_format import (
     OPENEPHYS_STRUCTURE,
     formats_in,
+    openephys_spike_band,
     parse_spikeglx_meta,
     spikeglx_pair_problem,
+    spikeglx_shape,
 )
 from spikebatch.transfer import s3
 from spikebatch.transfer.uris import local_path
@@ -37,8 +39,6 @@ from spikebatch.worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 _PAIR_SUFFIXES = (".ap.bin", ".ap.meta")
-#: Open Ephys stream names that never hold spikes (``acquisition`` says the same when open).
-_NOT_SPIKE_BAND = ("LFP", "ADC", "NI-DAQ", "NIDAQ", "SYNC", "AUX")
 _OE_STREAM_FILES = ("continuous.dat", "sample_numbers.npy", "timestamps.npy")
 
 
@@ -244,7 +244,10 @@ def _plan_spikeglx(
             raise InputError(problem)
         assert binary is not None
         files += [meta, binary]
-        series.append(_spikeglx_series(key.split("|")[1], parse_spikeglx_meta(text), binary.size))
+        shape = spikeglx_shape(parse_spikeglx_meta(text), binary.size)
+        series.append(
+            SeriesInfo(key.split("|")[1], shape.n_frames, shape.n_channels, 2, shape.rate_hz)
+        )
     return FolderPlan(folder, "spikeglx", files, series, root_name=root_name)
 
 
@@ -260,20 +263,6 @@ def _spikeglx_name(name: str) -> tuple[str, str, str] | None:
     if len(parts) >= 2 and (parts[-1] == "nidq" or parts[-1].startswith("obx")):
         return ".".join(parts[:-1]), parts[-1], ext
     return None
-
-
-def _spikeglx_series(stream: str, meta: dict[str, str], bin_size: int) -> SeriesInfo:
-    saved = int(meta["nSavedChans"])
-    counts = [int(c) for c in meta.get("snsApLfSy", "").split(",") if c.strip().isdigit()]
-    sync = counts[2] if len(counts) == 3 else 0
-    rate = float(meta.get("imSampRate") or meta.get("niSampRate") or 0) or None
-    return SeriesInfo(
-        path=stream,
-        n_frames=bin_size // (2 * saved),
-        n_channels=saved - sync,
-        itemsize=2,
-        rate_hz=rate,
-    )
 
 
 def _plan_openephys(
@@ -308,9 +297,7 @@ def _plan_openephys(
         if wanted:
             keep = wanted in (name, folder_name)
         else:
-            keep = (rate or 0) >= SPIKE_BAND_MIN_HZ and not any(
-                t in folder_name.upper() for t in _NOT_SPIKE_BAND
-            )
+            keep = (rate or 0) >= SPIKE_BAND_MIN_HZ and openephys_spike_band(folder_name)
         if not keep:
             skipped.append(name)
             continue

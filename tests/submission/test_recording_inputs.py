@@ -199,3 +199,34 @@ def test_matching_is_segment_by_segment_and_sizes_count_the_ap_band() -> None:
         ("rig2/s5/s5_g0/s5_g0_t0.imec0.ap.bin", BIN_BYTES),
     ]
     assert match_files("rig1/*/*.ap.meta", objects) == []  # * never crosses a /
+
+
+def test_an_hour_of_two_probes_in_spikeglx_costs_what_the_same_traces_in_nwb_cost(
+    lambda_env: FakeStack,
+) -> None:
+    """Sized from each probe's .meta (its AP channels, not the sync channel) before anything
+    is downloaded: the same bytes, so the same stages, hours and dollars as the NWB file."""
+    from spikebatch.cli.common import recording_sizes
+    from spikebatch.control.request import parse_request
+    from spikebatch.estimates import RecordingSize, estimate_runs
+
+    frames = 3600 * 30_000
+    for probe in ("imec0", "imec1"):
+        body = (
+            f"imSampRate=30000\nnSavedChans=385\nsnsApLfSy=384,0,1\n"
+            f"fileSizeBytes={385 * 2 * frames}\n"
+        ).encode()
+        key = f"uploads/rig1/hour_g0/hour_g0_imec{probe[-1]}/hour_g0_t0.{probe}.ap.meta"
+        client("s3").put_object(Bucket=BUCKET, Key=key, Body=body)
+    folder = parse_request(
+        {"input_uri": f"s3://{BUCKET}/uploads/rig1/hour_g0/", "sorter": "kilosort4"}
+    )
+    nwb = parse_request({"input_uri": f"s3://{BUCKET}/hour.nwb", "sorter": "kilosort4"})
+    [sglx_size] = recording_sizes(folder, [], None)
+    assert sglx_size.size_bytes == 2 * 384 * 2 * frames
+    [spikeglx] = estimate_runs(folder, [sglx_size], 384)
+    [same] = estimate_runs(nwb, [RecordingSize("hour.nwb", 2 * 384 * 2 * frames)], 384)
+    assert spikeglx.estimate is not None and same.estimate is not None
+    assert spikeglx.duration_s == same.duration_s == 7200.0
+    assert spikeglx.estimate.as_dict() == same.estimate.as_dict()
+    assert spikeglx.scratch == same.scratch

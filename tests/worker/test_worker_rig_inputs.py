@@ -52,7 +52,11 @@ def _upload(bucket: str, root: Path, prefix: str, *, part_size: int | None = Non
     from spikebatch import aws
 
     s3 = aws.client("s3")
-    config = TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size) if part_size else None
+    config = (
+        TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size)
+        if part_size
+        else None
+    )
     for path in sorted(root.rglob("*")):
         if path.is_file():
             key = f"{prefix}{path.relative_to(root).as_posix()}"
@@ -133,9 +137,12 @@ def test_open_ephys_at_any_folder_level_finds_its_ap_stream_and_settings(
 
 # ---- fetched from S3 ------------------------------------------------------------------------
 def test_an_s3_prefix_downloads_only_the_ap_streams_each_checked_against_its_etag(
-    sglx: RigRecording, bucket: str, scratch: Path
+    sglx: RigRecording, bucket: str, scratch: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _upload(bucket, sglx.root, "rig1/sim_g0/", part_size=5 << 20)  # multipart .bin ETags
+    import moto.s3.models
+
+    monkeypatch.setattr(moto.s3.models, "S3_UPLOAD_PART_MIN_SIZE", 256)  # 1 MiB parts
+    _upload(bucket, sglx.root, "rig1/sim_g0/", part_size=1 << 20)
     planned = folder_input.plan(_settings(f"s3://{bucket}/rig1/sim_g0/"), scratch)
     root, files = folder_input.fetch(planned, scratch)
     assert sorted(p.name for p in root.rglob("*") if p.is_file()) == sorted(
@@ -153,7 +160,9 @@ def test_bytes_that_do_not_match_the_etag_are_not_sorted(
     _upload(bucket, sglx.root, "rig2/")
     planned = folder_input.plan(_settings(f"s3://{bucket}/rig2/"), scratch)
     planned.files = [
-        folder_input.ListedFile(f.rel, f.uri, f.size, "0" * 32 if f.rel.endswith(".bin") else f.etag)
+        folder_input.ListedFile(
+            f.rel, f.uri, f.size, "0" * 32 if f.rel.endswith(".bin") else f.etag
+        )
         for f in planned.files
     ]
     with pytest.raises(InputError, match="does not match its S3 ETag"):
