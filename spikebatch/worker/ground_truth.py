@@ -345,6 +345,10 @@ def _from_folder(folder: Path, input_nwb: Path, parts: list[Any]) -> Truth:
             result[part.key] = PartTruth(sorting, _part_groups(input_nwb, part))
         return Truth("", result, {"per_part_folders": True})
     sorting = NumpySorting.from_sorting(_load_sorting(folder), with_metadata=True)
+    if "main_channel_id" in sorting.get_property_keys():
+        # The channel ids of whatever made the truth (a generator's "0".."31"), not the
+        # input's: SpikeInterface would look them up in the recording and fail.
+        sorting.delete_property("main_channel_id")
     groups = next(
         (sorting.get_property(p) for p in _GROUP_PROPERTIES if p in sorting.get_property_keys()),
         None,

@@ -308,7 +308,10 @@ def _run_stages(job: _Run) -> None:
     job.record["labels"] = labels_record(job.record["units"]["labels"], settings.quality_thresholds)
     with job.stage("export"):
         units_nwb.write(job.results / "units.nwb")
-        job.record["nwbinspector"] = export.inspect_units_nwb(job.results / "units.nwb")
+        job.record["nwbinspector"] = export.inspect_units_nwb(
+            job.results / "units.nwb",
+            tolerated=() if source.is_nwb else ("check_subject_exists",),
+        )
     with job.stage("publish"):
         _publish(job, parts)
 

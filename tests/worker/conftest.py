@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from spikebatch.worker import ground_truth, sort
 from tests.support.dandi_server import FakeDandiArchive
 from tests.support.ground_truth import GroundTruthFiles, GroundTruthSpec, write_ground_truth_nwb
 from tests.worker.helpers import ASSET, DANDISET
@@ -39,3 +40,24 @@ def archive(small_gt: GroundTruthFiles) -> Iterator[FakeDandiArchive]:
         for sub in ("sim02", "sim03"):
             fake.add_asset(DANDISET, f"sub-{sub}/sub-{sub}_ses-gt_ecephys.nwb", small_gt.nwb)
         yield fake
+
+
+@pytest.fixture
+def truth_as_sorter(monkeypatch):
+    """The sorter stand-in: each part 'sorts' to its true units (loaded as the worker did)."""
+    found: dict[str, object] = {}
+
+    def run_sort(recording_, sorter, params, folder, job_kwargs):
+        return found[folder.name]
+
+    real_load = ground_truth.load
+
+    def load(value, nwb, parts, scratch):
+        truth = real_load(value, nwb, parts, scratch)
+        for key, part in truth.parts.items():
+            found[key or "traces"] = part.sorting
+        return truth
+
+    monkeypatch.setattr(sort, "run_sort", run_sort)
+    monkeypatch.setattr(ground_truth, "load", load)
+    return found

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spikebatch.worker import ground_truth, layout, recording, sort
+from spikebatch.worker import ground_truth, layout, recording
 from spikebatch.worker.__main__ import main
 from spikebatch.worker.settings import ConfigError, WorkerSettings
 from spikebatch.worker.simulate import GroundTruthSpec, write_ground_truth_nwb
@@ -155,27 +155,6 @@ def two_probe_units(tmp_path_factory: pytest.TempPathFactory):
         ),
         units_table=True,
     )
-
-
-@pytest.fixture
-def truth_as_sorter(monkeypatch):
-    """The sorter stand-in: each part 'sorts' to its true units (loaded as the worker did)."""
-    found: dict[str, object] = {}
-
-    def run_sort(recording_, sorter, params, folder, job_kwargs):
-        return found[folder.name]
-
-    real_load = ground_truth.load
-
-    def load(value, nwb, parts, scratch):
-        truth = real_load(value, nwb, parts, scratch)
-        for key, part in truth.parts.items():
-            found[key or "traces"] = part.sorting
-        return truth
-
-    monkeypatch.setattr(sort, "run_sort", run_sort)
-    monkeypatch.setattr(ground_truth, "load", load)
-    return found
 
 
 @pytest.mark.parametrize("source", ["units", "folders"])

@@ -247,3 +247,76 @@ def test_a_run_on_s3_lists_no_objects_it_does_not_need(
     planned = folder_input.plan(_settings(f"s3://{bucket}/rig3/"), scratch)
     root, _ = folder_input.fetch(planned, scratch)
     assert not [p for p in root.rglob("*") if p.name.endswith((".lf.bin", ".nidq.bin"))]
+
+
+# ---- the whole run, the sorter stood in by the truth -----------------------------------------
+def _truths(recorded: RigRecording, tmp_path: Path, keys: list[str]) -> str:
+    """The truth as one sorting folder per part, named by the part's key."""
+    for key, probe in zip(keys, recorded.probes, strict=True):
+        shutil.copytree(probe.sorting_dir, tmp_path / "truths" / key)
+    return (tmp_path / "truths").as_uri()
+
+
+def test_a_two_probe_spikeglx_run_on_s3_is_sorted_scored_and_published_per_probe(
+    sglx: RigRecording, bucket: str, tmp_path: Path, truth_as_sorter: dict
+) -> None:
+    _upload(bucket, sglx.root, "uploads/rig1/sim_g0/")
+    out = tmp_path / "out"
+    env = {
+        "INPUT_URI": f"s3://{bucket}/uploads/rig1/sim_g0/",
+        "OUTPUT_URI": out.as_uri(),
+        "RUN_ID": "sglx",
+        "SORTER": "simple",
+        "SCRATCH_DIR": str(tmp_path / "scratch"),
+        "GROUND_TRUTH": _truths(sglx, tmp_path, ["imec0.ap", "imec1.ap"]),
+    }
+    assert main(env) == 0
+    run = out / "sglx"
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "succeeded"
+    assert record["input"]["data_type"] == "spikeglx"
+    assert record["input"]["electrical_series_paths"] == ["imec0.ap", "imec1.ap"]
+    assert record["input"]["digest"]["verified"] is True
+    assert len(record["input"]["files"]) == 4 and record["input"]["n_channels"] == 64
+    assert record["input"]["series"]["imec0.ap"]["geometry"]["source"] == "spikeglx"
+    for key in ("imec0.ap", "imec1.ap"):
+        score = json.loads((run / "probes" / key / "ground_truth_score.json").read_text())
+        assert [u["accuracy"] for u in score["units"]] == [1.0] * SPEC.num_units
+        assert score["electrode_groups"] == [key.split(".")[0]]
+    from pynwb import NWBHDF5IO
+
+    with NWBHDF5IO(run / "units.nwb", "r") as io:
+        nwb = io.read()
+        assert set(nwb.electrode_groups) == {"imec0", "imec1"}
+        assert set(nwb.devices) == {"Neuropixels imec0", "Neuropixels imec1"}
+        assert "PRB_1_4_0480_1" in nwb.devices["Neuropixels imec0"].description
+        assert nwb.session_start_time.isoformat().startswith("2026-01-05T10:11:12")
+        assert len(nwb.units) == 2 * SPEC.num_units
+    assert not (tmp_path / "scratch" / "sglx").exists()  # the input is freed with the rest
+
+
+def test_an_open_ephys_folder_is_sorted_in_place_and_left_as_it_was(
+    openephys: RigRecording, tmp_path: Path, truth_as_sorter: dict
+) -> None:
+    before = sorted(
+        (p.relative_to(openephys.root), p.stat().st_size) for p in openephys.root.rglob("*")
+    )
+    out = tmp_path / "out"
+    env = {
+        "INPUT_URI": openephys.root.as_uri() + "/",
+        "OUTPUT_URI": out.as_uri(),
+        "RUN_ID": "oe",
+        "SORTER": "simple",
+        "SCRATCH_DIR": str(tmp_path / "scratch"),
+        "GROUND_TRUTH": (openephys.probes[0].sorting_dir).as_uri(),
+    }
+    assert main(env) == 0
+    record = json.loads((out / "oe" / "run.json").read_text())
+    assert record["input"]["data_type"] == "openephys"
+    assert record["input"]["skipped_streams"] == ["Record Node 101#Neuropix-PXI-100.ProbeA-LFP"]
+    score = json.loads((out / "oe" / "ground_truth_score.json").read_text())
+    assert [u["accuracy"] for u in score["units"]] == [1.0] * SPEC.num_units
+    after = sorted(
+        (p.relative_to(openephys.root), p.stat().st_size) for p in openephys.root.rglob("*")
+    )
+    assert after == before
