@@ -109,7 +109,22 @@ GlobOpt = Annotated[
 ]
 InputUriOpt = Annotated[
     str | None,
-    typer.Option("--input-uri", help="Sort an NWB file at s3://... or https://... instead."),
+    typer.Option(
+        "--input-uri",
+        help="Sort this instead: an NWB file (s3://, https://, file://), or an s3:// prefix or "
+        "local folder holding a SpikeGLX run or an Open Ephys recording (README: Inputs).",
+    ),
+]
+DataTypeOpt = Annotated[
+    str | None,
+    typer.Option("--data-type", help="nwb, spikeglx or openephys (default: told from the files)."),
+]
+StreamOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--stream",
+        help="Sort this stream only (read_recording_kwargs.stream_name), e.g. imec0.ap.",
+    ),
 ]
 SorterOpt = Annotated[
     str | None,
@@ -216,6 +231,8 @@ def build_request(
     resources: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     default_sorter: str | None = None,
+    data_type: str | None = None,
+    stream: str | None = None,
 ) -> JobRequest:
     """The request file (if any) with every given flag laid over it, validated."""
     data: dict[str, Any] = {}
@@ -234,6 +251,7 @@ def build_request(
         "asset_glob": glob,
         "input_uri": input_uri,
         "sorter": sorter,
+        "data_type": data_type,
         **(extra or {}),
     }
     if any(flags[k] is not None for k in ("assets", "asset_glob", "input_uri")):
@@ -242,6 +260,10 @@ def build_request(
     data |= {k: v for k, v in flags.items() if v is not None}
     if params:
         data["sorter_params"] = _merged(data.get("sorter_params"), dict(map(_parse_param, params)))
+    if stream:
+        data["read_recording_kwargs"] = _merged(
+            data.get("read_recording_kwargs"), {"stream_name": stream}
+        )
     overrides = {k: v for k, v in (resources or {}).items() if v is not None}
     if spot is not None:
         overrides["spot"] = spot
