@@ -8,6 +8,8 @@ each gets its **content identity**, which enters the run id (``derive_run_id(con
 * DANDI: ``dandi-asset:<asset_id>`` (an asset id names immutable bytes: a changed file at the
   same path is a new asset);
 * ``s3://``: ``s3-etag:<ETag>``; ``https://``: its ``ETag`` (else size and Last-Modified).
+* a folder (a SpikeGLX run, an Open Ephys recording; ``file://`` or an ``s3://`` prefix ending
+  in ``/``): the sha256 of its files' paths and digests (sha256, or the S3 ETags).
 
 So "done" is simply "a succeeded run.json under this run id": a recording whose bytes changed
 has another run id and runs again, while the sorter, params and preprocessing already enter
@@ -115,9 +117,23 @@ def _uri_identity(uri: str, digests: DigestCache) -> tuple[int | None, str | Non
     """(size, content identity) of an input URI."""
     if uri.startswith("file://"):
         path = Path(uri.removeprefix("file://"))
+        if path.is_dir():  # a SpikeGLX run or an Open Ephys recording: every file in it
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            lines = [f"{p.relative_to(path).as_posix()} {digests.sha256(p)}" for p in files]
+            tree = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+            return sum(p.stat().st_size for p in files), f"sha256-tree:{tree}"
         if not path.is_file():
-            raise StudySpecError(f"{uri}: no such file")
+            raise StudySpecError(f"{uri}: no such file or folder")
         return path.stat().st_size, f"sha256:{digests.sha256(path)}"
+    if uri.startswith("s3://") and uri.endswith("/"):  # a folder: its objects' ETags
+        from spikebatch.transfer import s3
+
+        objects = s3.list_objects(uri)
+        if not objects:
+            raise StudySpecError(f"{uri}: nothing under this prefix")
+        lines = sorted(f"{o.key} {o.size} {o.etag}" for o in objects)
+        tree = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+        return sum(o.size for o in objects), f"s3-tree:{tree}"
     if uri.startswith("s3://"):
         from spikebatch import aws
 

@@ -320,3 +320,26 @@ def test_an_open_ephys_folder_is_sorted_in_place_and_left_as_it_was(
         (p.relative_to(openephys.root), p.stat().st_size) for p in openephys.root.rglob("*")
     )
     assert after == before
+
+
+def test_a_study_knows_a_recording_folder_by_its_files(
+    sglx: RigRecording, tmp_path: Path, bucket: str
+) -> None:
+    """A study's cache key for a folder input: the same files, the same identity; one byte
+    changed anywhere in it, another (so the case runs again)."""
+    from spikebatch.study.cases import DigestCache, _uri_identity
+
+    cache = DigestCache(tmp_path / "digests.json")
+    copy = tmp_path / "copy" / "sim_g0"
+    shutil.copytree(sglx.root, copy)
+    size, first = _uri_identity(copy.as_uri(), cache)
+    assert first.startswith("sha256-tree:") and size == sum(
+        p.stat().st_size for p in copy.rglob("*") if p.is_file()
+    )
+    assert _uri_identity(copy.as_uri(), cache)[1] == first
+    meta = next(copy.rglob("*.imec1.ap.meta"))
+    meta.write_text(meta.read_text() + "userNotes=changed\n")
+    assert _uri_identity(copy.as_uri(), cache)[1] != first
+    _upload(bucket, sglx.root, "study/sim_g0/")
+    _, remote = _uri_identity(f"s3://{bucket}/study/sim_g0/", cache)
+    assert remote.startswith("s3-tree:")
