@@ -84,6 +84,14 @@ def test_job_role_reads_inputs_writes_results_and_reads_only_the_dandi_secret(sy
             "Action": "s3:GetObject",
             "Resource": [_objects(bucket, "uploads/"), _objects(bucket, "manifests/")],
         },
+        # A folder input (a SpikeGLX run, an Open Ephys recording) is listed before it is read.
+        "ListInputs": {
+            "Sid": "ListInputs",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": {"Fn::GetAtt": [bucket, "Arn"]},
+            "Condition": {"StringLike": {"s3:prefix": ["uploads/*"]}},
+        },
         "WriteResults": {
             "Sid": "WriteResults",
             "Effect": "Allow",
@@ -109,7 +117,7 @@ def test_job_role_reads_inputs_writes_results_and_reads_only_the_dandi_secret(sy
             "Resource": {"Ref": secret},
         },
     }
-    assert len(statements) == 4, "the job role holds nothing but the four statements above"
+    assert len(statements) == 5, "the job role holds nothing but the five statements above"
 
 
 def test_job_role_reads_configured_extra_input_buckets_and_stays_nag_clean():
@@ -155,7 +163,13 @@ def test_job_role_reads_configured_extra_input_buckets_and_stays_nag_clean():
                             "Effect": "Allow",
                             "Action": "s3:GetObject",
                             "Resource": "arn:aws:s3:::lab-raw-data/*",
-                        }
+                        },
+                        {  # a SpikeGLX run or an Open Ephys recording there is listed first
+                            "Sid": "ListExtraInputs",
+                            "Effect": "Allow",
+                            "Action": "s3:ListBucket",
+                            "Resource": "arn:aws:s3:::lab-raw-data",
+                        },
                     ]
                 )
             }
