@@ -63,8 +63,6 @@ class FolderPlan:
     series: list[SeriesInfo]
     #: A local folder read in place (None: downloaded under scratch).
     in_place: Path | None = None
-    #: The reader's folder, relative to the layout's root.
-    reader_rel: str = ""
     skipped: list[str] = field(default_factory=list)
     #: The folder the files are laid out under in scratch (the prefix's, or for Open Ephys
     #: the one above its Record Node).
