@@ -4,6 +4,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export DANDI_NO_ET := 1
 export PYTHONUNBUFFERED := 1
+export NO_MKDOCS_2_WARNING := 1
 # No AWS here: a fixed dummy region keeps boto3 and cdk synth from looking one up.
 export AWS_DEFAULT_REGION ?= us-east-1
 
@@ -13,7 +14,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install demo test test-sorters test-image image synth lint bench clean
+.PHONY: install demo test test-sorters test-image image synth lint bench docs clean
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -67,5 +68,11 @@ lint: install
 bench: install
 	$(PY) -m bench
 
+# The documentation site into site/: the reference pages are rendered from the code
+# (docs/gen_reference.py, through the hook in mkdocs.yml); --strict fails on a broken link.
+docs: install
+	$(PY) -m mkdocs build --strict --quiet
+	@echo "docs: open site/index.html"
+
 clean:
-	rm -rf cdk.out demo-results .pytest_cache .ruff_cache
+	rm -rf cdk.out demo-results site .pytest_cache .ruff_cache

@@ -72,6 +72,8 @@ class Env(StrEnum):
 ARRAY_INDEX_VAR = "AWS_BATCH_JOB_ARRAY_INDEX"
 # Which image ran, for run.json: set by the Dockerfile, overridden by the job definition.
 IMAGE_VAR = "SPIKEBATCH_IMAGE"
+# The job log's level (the worker's logging setup).
+LOG_LEVEL_VAR = "SPIKEBATCH_LOG_LEVEL"
 DEFAULT_DANDI_API_URL = "https://api.dandiarchive.org/api"
 DEFAULT_DANDISET_VERSION = "draft"
 DEFAULT_SCRATCH_DIR = "/scratch"

@@ -63,7 +63,10 @@ class SpikeBatchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    stack_name: str = DEFAULT_STACK_NAME
+    stack_name: str = Field(
+        DEFAULT_STACK_NAME,
+        description="CloudFormation stack name (also prefixes the job-definition names)",
+    )
     instance_types: list[str] = Field(
         default=[
             *("g4dn.xlarge", "g4dn.2xlarge", "g4dn.4xlarge"),
@@ -71,40 +74,127 @@ class SpikeBatchConfig(BaseModel):
             *("g6.xlarge", "g6.2xlarge", "g6.4xlarge"),
         ],
         min_length=1,
+        description="GPU instance types of both compute environments; must be types in "
+        "`spikebatch/instances.py` with a GPU",
     )
-    max_vcpus: int = Field(default=64, ge=1, le=10_000)
-    spot: bool = True
-    spot_bid_percentage: int = Field(default=100, ge=1, le=100)
-    root_volume_gib: int = Field(default=200, ge=100, le=16_384)
-    log_retention_days: int = 30
-    removal_policy: Literal["retain", "destroy"] = "retain"
-    alarm_email: str | None = None
-    runnable_timeout_minutes: int = Field(default=60, ge=10, le=1440)
-    job_timeout_hours: float = Field(default=12, gt=0, le=336)
-    retry_attempts: int = Field(default=3, ge=1, le=10)
-    gpu_job_vcpus: int = Field(default=8, ge=1)
-    gpu_job_memory_gib: int = Field(default=30, ge=1)
-    cpu_job_vcpus: int = Field(default=4, ge=1)
-    cpu_job_memory_gib: int = Field(default=14, ge=1)
-    extra_input_bucket_arns: list[str] = Field(default_factory=list)
-    vpc_mode: Literal["public", "endpoints"] = "public"
-    default_sorter: str = "kilosort3"
-    dandi_api_url: str = DEFAULT_DANDI_API_URL
-    powertools_version: str = Field(default="3.37.0", pattern=r"^\d+\.\d+\.\d+$")
-    powertools_layer_arn: str | None = None
-    lambda_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # Days a replaced or deleted object of the data bucket stays recoverable.
-    noncurrent_version_expiry_days: int = Field(default=30, ge=1, le=3650)
-    # Concurrent executions reserved for (and capping) the S3-triggered submit Lambda;
-    # null reserves none (accounts whose Lambda concurrency quota is still 10).
-    submit_reserved_concurrency: int | None = Field(default=10, ge=1, le=SUBMIT_JOB_TPS)
-    # Month-to-date spend (USD) beyond which new work is refused, with an AWS Budgets budget
-    # on the stack's cost-allocation tag and the brake at 100 %; null: no budget.
-    monthly_budget_usd: float | None = Field(default=None, gt=0, le=1_000_000)
-    # A tag of the stack's WorkerRepository (pushed by `spikebatch image build --push`) for the
-    # job definitions to run; null builds containers/Dockerfile at deploy time instead.
+    max_vcpus: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="vCPU ceiling of each compute environment; at least the largest instance type",
+    )
+    spot: bool = Field(
+        True,
+        description="add the spot compute environment in front of on-demand in the default queue",
+    )
+    spot_bid_percentage: int = Field(
+        default=100, ge=1, le=100, description="maximum spot price as % of on-demand"
+    )
+    root_volume_gib: int = Field(
+        default=200,
+        ge=100,
+        le=16_384,
+        description="encrypted gp3 root volume (≥ 100); holds `/scratch` on types without NVMe",
+    )
+    log_retention_days: int = Field(
+        30,
+        description="retention of every log group (a CloudWatch value: 1, 3, 5, 7, 14, 30, 60, "
+        "90, …)",
+    )
+    removal_policy: Literal["retain", "destroy"] = Field(
+        "retain",
+        description="`retain` keeps bucket, table, secret and repository on `cdk destroy`; "
+        "`destroy` deletes them (they must be empty)",
+    )
+    alarm_email: str | None = Field(
+        None,
+        description="e-mail address subscribed to the failure topic (confirm the mail AWS sends)",
+    )
+    runnable_timeout_minutes: int = Field(
+        default=60,
+        ge=10,
+        le=1440,
+        description="cancel a job stuck in RUNNABLE for capacity or resource reasons after this "
+        "long",
+    )
+    job_timeout_hours: float = Field(
+        default=12, gt=0, le=336, description="attempt timeout of both job definitions"
+    )
+    retry_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="attempts per job; only spot reclaims (`Host EC2*`) are retried, any other "
+        "failure exits",
+    )
+    gpu_job_vcpus: int = Field(
+        default=8,
+        ge=1,
+        description="default vCPUs of a GPU job (a request may ask for more, up to "
+        "`ResourceLimits`)",
+    )
+    gpu_job_memory_gib: int = Field(
+        default=30,
+        ge=1,
+        description="default memory (GiB) of a GPU job (a request may ask for more, up to "
+        "`ResourceLimits`)",
+    )
+    cpu_job_vcpus: int = Field(default=4, ge=1, description="default vCPUs of a CPU job")
+    cpu_job_memory_gib: int = Field(
+        default=14, ge=1, description="default memory (GiB) of a CPU job"
+    )
+    extra_input_bucket_arns: list[str] = Field(
+        default_factory=list,
+        description="other buckets (`arn:aws:s3:::name`) the workers may read inputs from",
+    )
+    vpc_mode: Literal["public", "endpoints"] = Field(
+        "public", description="`public` or `endpoints` (see [Network](deploy.md#network))"
+    )
+    default_sorter: str = Field("kilosort3", description="sorter of requests that name none")
+    dandi_api_url: str = Field(
+        DEFAULT_DANDI_API_URL, description="DANDI instance for requests and workers"
+    )
+    powertools_version: str = Field(
+        default="3.37.0",
+        pattern=r"^\d+\.\d+\.\d+$",
+        description="Powertools for AWS Lambda layer version (kept equal to the `lambda` extra "
+        "in `pyproject.toml`)",
+    )
+    powertools_layer_arn: str | None = Field(
+        None,
+        description="explicit layer ARN, for regions without the public SSM parameter",
+    )
+    lambda_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="log level of both Lambdas"
+    )
+    noncurrent_version_expiry_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="days a replaced or deleted object of the data bucket stays restorable",
+    )
+    submit_reserved_concurrency: int | None = Field(
+        default=10,
+        ge=1,
+        le=SUBMIT_JOB_TPS,
+        description="concurrent executions reserved for the S3-triggered submit Lambda, which "
+        "caps its SubmitJob rate ([why 10](submit.md#uploads-under-faults)); at most 50; "
+        "`null` reserves none (needed while the account's Lambda concurrency quota is still 10)",
+    )
+    monthly_budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="month-to-date spend (USD) beyond which new work is refused, plus an AWS "
+        "Budgets budget with alerts and the brake; see [Budgets](operations.md#budgets). "
+        "`null`: no budget",
+    )
     worker_image_tag: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+        default=None,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+        description="a tag of the stack's `WorkerRepositoryUri` (pushed by `spikebatch image "
+        "build --push`) for the job definitions to run; `null` builds `containers/Dockerfile` "
+        "at deploy time instead",
     )
 
     @field_validator("stack_name")

@@ -74,16 +74,43 @@ class ResourceLimits:
         )
 
 
+_JOB_DEFINITION_SIZE = "the job definition's (`gpu_job_*`/`cpu_job_*` config)"
+
+
 class Resources(BaseModel):
     """What one Batch job asks for; unset values come from the job definition (stack config)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    gpus: int | None = Field(None, ge=0, le=16, description="GPUs per job (GPU sorters: ≥ 1)")
-    vcpus: int | None = Field(None, ge=1, le=448, description="vCPUs per job")
-    memory_gib: float | None = Field(None, gt=0, le=24_576, description="memory per job, GiB")
-    timeout_hours: float = Field(12, gt=0, le=14 * 24, description="per-attempt time limit")
-    spot: bool = Field(True, description="spot queue (falls back to on-demand) or on-demand only")
+    gpus: int | None = Field(
+        None,
+        ge=0,
+        le=16,
+        description="GPUs per job: GPU sorters need `gpus ≥ 1`, CPU sorters `0`; at most what "
+        "the stack's largest instance type offers (`ResourceLimits`)",
+        json_schema_extra={"unset": _JOB_DEFINITION_SIZE},
+    )
+    vcpus: int | None = Field(
+        None,
+        ge=1,
+        le=448,
+        description="vCPUs per job; at most what the stack's largest instance type offers "
+        "(`ResourceLimits`)",
+        json_schema_extra={"unset": _JOB_DEFINITION_SIZE},
+    )
+    memory_gib: float | None = Field(
+        None,
+        gt=0,
+        le=24_576,
+        description="memory per job (GiB); at most what the stack's largest instance type "
+        "offers (`ResourceLimits`)",
+        json_schema_extra={"unset": _JOB_DEFINITION_SIZE},
+    )
+    timeout_hours: float = Field(12, gt=0, le=14 * 24, description="per-attempt limit")
+    spot: bool = Field(
+        True,
+        description="`true`: the default queue (spot first); `false`: the on-demand priority queue",
+    )
 
     @field_validator("vcpus", "memory_gib", "gpus")
     @classmethod
@@ -188,63 +215,139 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    dandiset_id: str | None = Field(None, description="six digits, e.g. 000409")
-    version: str = Field("draft", description="draft or a published version, e.g. 0.230111.1914")
+    dandiset_id: str | None = Field(None, description="six digits")
+    version: str = Field("draft", description="`draft` or a published version")
     assets: list[AssetPath] | None = Field(
         None,
         min_length=1,
         max_length=MAX_CAMPAIGN_INPUTS,
-        description="asset paths in the dandiset",
+        description="**exactly one** of `assets` / `asset_glob` / `input_uri` (or "
+        "`asset_globs`, `dandisets`): asset paths in the dandiset",
     )
     asset_glob: str | None = Field(
-        None, min_length=1, max_length=1024, description="glob over asset paths, resolved by DANDI"
+        None, min_length=1, max_length=1024, description="a glob the DANDI API resolves"
     )
     asset_globs: list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] | None = (
-        Field(None, min_length=1, max_length=100, description="several globs; their union")
+        Field(
+            None,
+            min_length=1,
+            max_length=100,
+            description="instead of `asset_glob`: several globs in `dandiset_id`, their union "
+            "(an asset two globs match is sorted once)",
+        )
     )
     dandisets: list[DandisetSelection] | None = Field(
-        None, min_length=1, max_length=100, description="several dandisets, each with its inputs"
+        None,
+        min_length=1,
+        max_length=100,
+        description="instead of `dandiset_id` + `assets`/`asset_glob(s)`: several dandisets, "
+        'each `{"dandiset_id", "version", and one of "assets", "asset_glob", "asset_globs"}`',
     )
     input_uri: str | None = Field(
         None,
-        description="s3://bucket/key.nwb, an s3:// prefix or folder holding a SpikeGLX run or "
-        "an Open Ephys recording, or https://... (file:///... for run-local only)",
+        description="`s3://bucket/key` / `https://...`, where an `s3://` URI may also be a "
+        "folder ending in `/` (one SpikeGLX run or Open Ephys recording; the run id's slug is "
+        "the folder's name) or a glob ([S3 globs](submit.md#s3-globs-in-input_uri)); "
+        "`file:///...` for run-local only",
     )
     data_type: DataType | None = Field(
-        None, description="nwb, spikeglx or openephys; unset: told from the files"
+        None,
+        description="`nwb`, `spikeglx` or `openephys` (`DATA_TYPE`), for `input_uri` only",
+        json_schema_extra={"unset": "told from the files"},
     )
     read_recording_kwargs: ReadRecordingKwargs | None = Field(
-        None, description="reader options: stream_name, stream_id, block_index"
+        None,
+        description='the reader\'s options `{"stream_name", "stream_id", "block_index"}` '
+        "(`READ_RECORDING_KWARGS`), for `input_uri` only",
+        json_schema_extra={"unset": "every probe's AP stream"},
     )
-    sorter: str = Field(DEFAULT_SORTER, description="a declared sorter (spikebatch.sorters)")
-    sorter_params: dict[str, Any] = Field(default_factory=dict)
-    preprocessing: dict[str, Any] | None = None
-    electrical_series_path: str | None = Field(None, min_length=1)
+    sorter: str = Field(
+        DEFAULT_SORTER,
+        description="a declared sorter (`spikebatch/sorters.py`): `kilosort3`, `kilosort4` "
+        "(GPU), `spykingcircus2`, `tridesclous2`, `mountainsort5` (CPU job definition)",
+        json_schema_extra={"unset": "the stack's `default_sorter`"},
+    )
+    sorter_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="overrides of SpikeInterface's defaults; the worker rejects unknown keys "
+        "before any download",
+    )
+    preprocessing: dict[str, Any] | None = Field(
+        None,
+        description="passed to the worker as `PREPROCESSING`",
+        json_schema_extra={"unset": "worker defaults"},
+    )
+    electrical_series_path: str | None = Field(
+        None,
+        min_length=1,
+        description="passed to the worker as `ELECTRICAL_SERIES_PATH`",
+        json_schema_extra={"unset": "worker defaults"},
+    )
     sort_by_group: bool = Field(
-        False, description="sort each channel group (shank) of each probe on its own"
+        False,
+        description="`true`: sort each channel group (shank) of each probe on its own "
+        "(`SORT_BY_GROUP`; see [Several probes](worker.md#several-probes-and-shanks))",
     )
-    output_prefix: str | None = Field(None, max_length=512, description="under results/")
-    max_duration_s: float | None = Field(None, gt=0)
-    resources: Resources = Field(default_factory=Resources)
+    output_prefix: str | None = Field(
+        None,
+        max_length=512,
+        description="results go to `s3://<bucket>/results/<output_prefix>/<run-id>/` (a leading "
+        "`results/` is accepted and not doubled)",
+        json_schema_extra={"unset": "`s3://<bucket>/results/<run-id>/`"},
+    )
+    max_duration_s: float | None = Field(
+        None,
+        gt=0,
+        description="passed to the worker as `MAX_DURATION_S`",
+        json_schema_extra={"unset": "worker defaults"},
+    )
+    resources: Resources = Field(default_factory=Resources, description="per job")
     quality_thresholds: QualityThresholds | None = Field(
-        None, description="overrides of the good/mua/noise thresholds (spikebatch.quality)"
+        None,
+        description="overrides of the [label thresholds](results.md#quality-labels) "
+        "(`QUALITY_THRESHOLDS`)",
+        json_schema_extra={"unset": "the defaults"},
     )
-    phy_pc_features: bool = Field(True, description="write phy's PC features (feature view)")
+    phy_pc_features: bool = Field(
+        True, description="`false`: phy/ without PC features (`PHY_PC_FEATURES`)"
+    )
     publish_dandiset_id: str | None = Field(
-        None, description="after a successful sort, upload the units NWB to this dandiset"
+        None,
+        description="[publish](results.md#publish-to-dandi) the units NWB to this dandiset, one "
+        "you own, with the stack's DANDI key (`PUBLISH_DANDISET_ID`; the job also gets the "
+        "stack's `DANDI_API_URL` for `s3://` inputs)",
     )
     # -- campaign: how much of the request to submit (not part of its identity) ---------
     max_cost_usd: float | None = Field(
-        None, gt=0, description="submit nothing if the estimate of what would run is higher"
+        None,
+        gt=0,
+        description="submit **nothing** if the estimate of what would run (after skipping) is "
+        "higher ([Campaigns](submit.md#campaigns))",
+        json_schema_extra={"unset": "no cap"},
     )
     max_concurrent_jobs: int | None = Field(
-        None, ge=1, le=MAX_ARRAY_SIZE, description="arrays of at most this many, one after another"
+        None,
+        ge=1,
+        le=MAX_ARRAY_SIZE,
+        description="at most this many jobs of the campaign at once: arrays of this size, each "
+        "waiting for the one before",
+        json_schema_extra={"unset": "10,000 (one array)"},
     )
-    retry_failed: bool = Field(False, description="submit inputs whose last run failed again")
+    retry_failed: bool = Field(
+        False,
+        description="submit inputs whose last run failed again, while they have been submitted "
+        "fewer than `max_attempts_per_input` times",
+    )
     max_attempts_per_input: int = Field(
-        DEFAULT_MAX_ATTEMPTS, ge=1, le=100, description="submissions of one input, at most"
+        DEFAULT_MAX_ATTEMPTS,
+        ge=1,
+        le=100,
+        description="how often one input may be submitted before a failure is final (with "
+        "`retry_failed`)",
     )
-    rerun: bool = Field(False, description="sort again what succeeded or failed (not in flight)")
+    rerun: bool = Field(
+        False, description="sort again what succeeded or failed (never what is in flight)"
+    )
 
     @field_validator("dandiset_id", "publish_dandiset_id")
     @classmethod

@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from spikebatch import transfer
-from spikebatch.contract import RUN_PAGE, Env, apply_array_child
+from spikebatch.contract import LOG_LEVEL_VAR, RUN_PAGE, Env, apply_array_child
 from spikebatch.quality import LABELS
 from spikebatch.worker import fetch as fetch_stage
 from spikebatch.worker import folder_input, stop
@@ -682,7 +682,7 @@ def _write_failure_page(job: _Run) -> None:
 def configure_logging() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(
-            level=os.environ.get("SPIKEBATCH_LOG_LEVEL", "INFO"),
+            level=os.environ.get(LOG_LEVEL_VAR, "INFO"),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )

@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,8 @@ from spikebatch.contract import (
     DEFAULT_DANDI_API_URL,
     DEFAULT_DANDISET_VERSION,
     DEFAULT_SCRATCH_DIR,
+    IMAGE_VAR,
+    LOG_LEVEL_VAR,
     Env,
     dandi_source,
     derive_run_id,
@@ -94,6 +97,32 @@ def _default_scratch() -> Path:
     return Path(tempfile.gettempdir()) / "spikebatch-scratch"
 
 
+@dataclass(frozen=True, slots=True)
+class OuterVariable:
+    """A variable the worker reads outside :class:`WorkerSettings`; documented beside it."""
+
+    name: str
+    unset: str
+    description: str
+
+
+OUTER_VARIABLES: tuple[OuterVariable, ...] = (
+    OuterVariable(
+        Env.ARRAY_MANIFEST_URI,
+        "—",
+        "array jobs: JSON list of per-child overrides; child `AWS_BATCH_JOB_ARRAY_INDEX` applies "
+        "its entry before validation",
+    ),
+    OuterVariable(
+        IMAGE_VAR,
+        "`local (not a container)`",
+        "image label recorded in run.json (set by the Dockerfile)",
+    ),
+    OuterVariable(LOG_LEVEL_VAR, "`INFO`", "log level of the job log"),
+)
+"""Read before validation (the array manifest) or by the job's logging and run.json."""
+
+
 class WorkerSettings(BaseSettings):
     """One job's configuration, validated as a whole. Field aliases are the env-var names."""
 
@@ -101,42 +130,195 @@ class WorkerSettings(BaseSettings):
         case_sensitive=True, extra="ignore", frozen=True, validate_default=False
     )
 
-    dandiset_id: str | None = Field(None, alias=Env.DANDISET_ID)
-    dandiset_version: str = Field(DEFAULT_DANDISET_VERSION, alias=Env.DANDISET_VERSION)
-    dandi_asset_path: str | None = Field(None, alias=Env.DANDI_ASSET_PATH)
-    input_uri: str | None = Field(None, alias=Env.INPUT_URI)
-    dandi_api_url: str = Field(DEFAULT_DANDI_API_URL, alias=Env.DANDI_API_URL)
-    dandi_api_key: SecretStr | None = Field(None, alias=Env.DANDI_API_KEY)
-    dandi_api_key_secret_arn: str | None = Field(None, alias=Env.DANDI_API_KEY_SECRET_ARN)
-    electrical_series_path: str | None = Field(None, alias=Env.ELECTRICAL_SERIES_PATH)
-    sorter: str = Field(DEFAULT_SORTER, alias=Env.SORTER)
-    sorter_params: dict[str, Any] = Field(default_factory=dict, alias=Env.SORTER_PARAMS)
+    dandiset_id: str | None = Field(
+        None, alias=Env.DANDISET_ID, description="six digits, e.g. `000409`"
+    )
+    dandiset_version: str = Field(
+        DEFAULT_DANDISET_VERSION,
+        alias=Env.DANDISET_VERSION,
+        description="`draft` or a published version (`0.230111.1914`)",
+    )
+    dandi_asset_path: str | None = Field(
+        None, alias=Env.DANDI_ASSET_PATH, description="path of the NWB asset inside the dandiset"
+    )
+    input_uri: str | None = Field(
+        None,
+        alias=Env.INPUT_URI,
+        description="instead of DANDI: an NWB file (`s3://`, `https://`, `http://` or `file://`), "
+        "or an `s3://` prefix / `file://` folder holding a SpikeGLX run or an Open Ephys "
+        "recording, or one SpikeGLX `.ap.meta`/`.ap.bin` (see "
+        "[Inputs](worker.md#inputs-nwb-spikeglx-open-ephys))",
+    )
+    dandi_api_url: str = Field(
+        DEFAULT_DANDI_API_URL, alias=Env.DANDI_API_URL, description="DANDI API base URL"
+    )
+    dandi_api_key: SecretStr | None = Field(
+        None,
+        alias=Env.DANDI_API_KEY,
+        description="API key for embargoed dandisets (never written to run.json)",
+    )
+    dandi_api_key_secret_arn: str | None = Field(
+        None,
+        alias=Env.DANDI_API_KEY_SECRET_ARN,
+        description="Secrets Manager secret holding the key (plain, or JSON with one value)",
+    )
+    electrical_series_path: str | None = Field(
+        None,
+        alias=Env.ELECTRICAL_SERIES_PATH,
+        description="the ElectricalSeries to sort, e.g. `acquisition/ElectricalSeriesAp`",
+        json_schema_extra={
+            "unset": "every raw spike-band acquisition series (one per probe; series below "
+            "10 kHz are LFP and skipped), sorted one after another: see "
+            "[Several probes](worker.md#several-probes-and-shanks)"
+        },
+    )
+    sorter: str = Field(
+        DEFAULT_SORTER,
+        alias=Env.SORTER,
+        description="any SpikeInterface sorter installed in the image (`kilosort3`, "
+        "`kilosort4`, ...)",
+    )
+    sorter_params: dict[str, Any] = Field(
+        default_factory=dict,
+        alias=Env.SORTER_PARAMS,
+        description="JSON object, overlaid on SpikeInterface's defaults (all recorded in run.json)",
+    )
     # Unset: the sorter's declared default (spikebatch.sorters), which needs the sorter.
     preprocessing: dict[str, dict[str, Any]] | None = Field(
         default_factory=lambda data: default_preprocessing(data.get("sorter", DEFAULT_SORTER)),
         alias=Env.PREPROCESSING,
+        description="JSON object of steps applied in order: `phase_shift`, `highpass`, "
+        "`bandpass`, `notch`, `common_reference`, each with SpikeInterface kwargs. Unset or "
+        "`{}`: the sorter's declared default (`spikebatch/sorters.py`): **Kilosort 3/4: phase "
+        "shift only** (where the file has `inter_sample_shift`; Kilosort high-passes, "
+        "re-references and whitens on the GPU itself), other sorters: phase shift, bandpass "
+        "300–6000 Hz, global median reference. `null`: none. `phase_shift` is skipped (logged; "  # noqa: RUF001
+        "absent from run.json's `preprocessing.applied`) on a file that records no "
+        "`inter_sample_shift`, named or not: its channels were sampled together, so there is "
+        "nothing to undo, and one spec serves every probe; a file that lost its shifts gets "
+        "them from the step's own `inter_sample_shift` kwarg",
+        json_schema_extra={"unset": "per sorter"},
     )
-    max_duration_s: float | None = Field(None, alias=Env.MAX_DURATION_S)
-    output_uri: str = Field(..., alias=Env.OUTPUT_URI)
-    run_id: str | None = Field(None, alias=Env.RUN_ID)
-    instance_type: str | None = Field(None, alias=Env.INSTANCE_TYPE)
-    scratch_dir: Path = Field(default_factory=_default_scratch, alias=Env.SCRATCH_DIR)
-    sort_by_group: bool = Field(False, alias=Env.SORT_BY_GROUP)
-    publish_dandiset_id: str | None = Field(None, alias=Env.PUBLISH_DANDISET_ID)
+    max_duration_s: float | None = Field(
+        None,
+        alias=Env.MAX_DURATION_S,
+        description="sort only the first N seconds",
+        json_schema_extra={"unset": "whole recording"},
+    )
+    output_uri: str = Field(
+        ..., alias=Env.OUTPUT_URI, description="`s3://bucket/prefix` or `file:///abs/path`"
+    )
+    run_id: str | None = Field(
+        None,
+        alias=Env.RUN_ID,
+        description="results go to `OUTPUT_URI/RUN_ID/`",
+        json_schema_extra={
+            "unset": "derived: input slug + sorter + hash of params "
+            "(`spikebatch.contract.derive_run_id`)"
+        },
+    )
+    instance_type: str | None = Field(
+        None,
+        alias=Env.INSTANCE_TYPE,
+        description="EC2 type for the cost in run.json",
+        json_schema_extra={"unset": "read from instance metadata (IMDSv2)"},
+    )
+    scratch_dir: Path = Field(
+        default_factory=_default_scratch,
+        alias=Env.SCRATCH_DIR,
+        description="downloads and sorter scratch (instance NVMe on Batch); see "
+        "[Scratch](worker.md#scratch-budgeted-freed-never-shared)",
+        json_schema_extra={"unset": "`/scratch` if writable, else the temp dir"},
+    )
+    sort_by_group: bool = Field(
+        False,
+        alias=Env.SORT_BY_GROUP,
+        description="`true`: sort each channel group of a series (its electrode groups: the "
+        "shanks of a multi-shank probe) on its own",
+    )
+    publish_dandiset_id: str | None = Field(
+        None,
+        alias=Env.PUBLISH_DANDISET_ID,
+        description="after a successful sort, upload the units NWB to this dandiset, which the "
+        "key's user owns (it may be the source dandiset; same `DANDI_API_URL` and key; see "
+        "[Publish to DANDI](results.md#publish-to-dandi))",
+        json_schema_extra={"unset": "no publishing"},
+    )
     quality_thresholds: QualityThresholds = Field(
-        default_factory=QualityThresholds, alias=Env.QUALITY_THRESHOLDS
+        default_factory=QualityThresholds,
+        alias=Env.QUALITY_THRESHOLDS,
+        description="JSON overrides of the [label thresholds](results.md#quality-labels), e.g. "
+        '`{"mua": {"snr": {"greater": 3}, "presence_ratio": null}}`',
+        json_schema_extra={"unset": "the documented defaults"},
     )
-    phy_pc_features: bool = Field(True, alias=Env.PHY_PC_FEATURES)
-    stop_grace_s: float = Field(DEFAULT_GRACE_S, alias=Env.STOP_GRACE_S, gt=0, le=MAX_GRACE_S)
-    ground_truth: str | None = Field(None, alias=Env.GROUND_TRUTH)
-    ground_truth_snr_threshold: float | None = Field(None, alias=Env.GROUND_TRUTH_SNR_THRESHOLD)
-    ground_truth_match_score: float | None = Field(None, alias=Env.GROUND_TRUTH_MATCH_SCORE)
+    phy_pc_features: bool = Field(
+        True,
+        alias=Env.PHY_PC_FEATURES,
+        description="`false` leaves phy's PC features (`pc_features.npy`, 5 PCs × a unit's "  # noqa: RUF001
+        "channels per spike: the largest phy file) out; with `true` they are also left out, "
+        "with the reason in run.json, when the scratch volume cannot hold them (see "
+        "[Scratch](worker.md#scratch-budgeted-freed-never-shared))",
+    )
+    stop_grace_s: float = Field(
+        DEFAULT_GRACE_S,
+        alias=Env.STOP_GRACE_S,
+        gt=0,
+        le=MAX_GRACE_S,
+        description="seconds a stop may take before the watchdog ends the run itself, with exit "
+        "130 and a failed run.json (see [Stops](worker.md#stops-honoured-in-every-phase))",
+    )
+    ground_truth: str | None = Field(
+        None,
+        alias=Env.GROUND_TRUTH,
+        description="score the sort against known spike trains: `units` (the input NWB's own "
+        "units table) or a URI (`file://`, `s3://`, `https://`) of an NWB file whose units "
+        "table holds the truth, or of a SpikeInterface sorting folder (`sorting.save`; one per "
+        "part in sub-folders named like `probes/<part>/`); writes `ground_truth_score.json`. "
+        "Read and checked in `open`, before the sort: see "
+        "[Ground truth](worker.md#ground-truth-and-spikeforests-files)",
+        json_schema_extra={"unset": "not scored"},
+    )
+    ground_truth_snr_threshold: float | None = Field(
+        None,
+        alias=Env.GROUND_TRUTH_SNR_THRESHOLD,
+        description="the true units that count in the mean accuracy, precision and recall: "
+        "SNR ≥ this (needs `GROUND_TRUTH`)",
+        json_schema_extra={"unset": "`5`"},
+    )
+    ground_truth_match_score: float | None = Field(
+        None,
+        alias=Env.GROUND_TRUTH_MATCH_SCORE,
+        description="SpikeInterface's agreement score for a match, in (0, 1]",
+        json_schema_extra={"unset": "`0.5` (SpikeInterface's)"},
+    )
     ground_truth_well_detected_score: float | None = Field(
-        None, alias=Env.GROUND_TRUTH_WELL_DETECTED_SCORE
+        None,
+        alias=Env.GROUND_TRUTH_WELL_DETECTED_SCORE,
+        description="SpikeInterface's agreement score for a well-detected unit, in (0, 1]",
+        json_schema_extra={"unset": "`0.8` (SpikeInterface's)"},
     )
-    probe: str | None = Field(None, alias=Env.PROBE)
-    data_type: DataType | None = Field(None, alias=Env.DATA_TYPE)
-    read_recording_kwargs: ReadRecordingKwargs | None = Field(None, alias=Env.READ_RECORDING_KWARGS)
+    probe: str | None = Field(
+        None,
+        alias=Env.PROBE,
+        description="the probe, for files whose electrodes table has no `rel_x`/`rel_y`: a "
+        "probeinterface JSON (inline, or an `s3://`/`https://`/`file://` URI) or a Neuropixels "
+        "part number from probeinterface's table (`NP1000`, alias `neuropixels-1.0`: bank 0, "
+        "the first contacts in channel order). Used over the electrodes table's `x`/`y`, never "
+        "over `rel_x`/`rel_y`; enters the run id",
+    )
+    data_type: DataType | None = Field(
+        None,
+        alias=Env.DATA_TYPE,
+        description="`nwb`, `spikeglx` or `openephys`",
+        json_schema_extra={"unset": "told from the file names"},
+    )
+    read_recording_kwargs: ReadRecordingKwargs | None = Field(
+        None,
+        alias=Env.READ_RECORDING_KWARGS,
+        description="JSON object of the reader's options: `stream_name` (e.g. `imec0.ap`), "
+        "`stream_id`, `block_index` (Open Ephys); other keys are refused",
+        json_schema_extra={"unset": "every probe's AP stream"},
+    )
 
     @classmethod
     def settings_customise_sources(
