@@ -119,7 +119,7 @@ def model_table(model: type[BaseModel], *, key: str, expand: tuple[str, ...] = (
     rows = [
         [
             _code(name),
-            _code(type_name(field.annotation)),
+            type_name(field.annotation),  # plain text: a code span would show the escaped |
             default_text(field),
             constraint_text(field),
             field.description or "",

@@ -91,7 +91,7 @@ RequestOpt = Annotated[
         "--request",
         exists=True,
         dir_okay=False,
-        help="Job-request JSON file (README: 'The request file'); flags override its fields.",
+        help="Job-request JSON file (docs/submit.md, 'The request file'); flags override its fields.",
     ),
 ]
 DandisetOpt = Annotated[str | None, typer.Option("--dandiset", help="Dandiset id, e.g. 000409.")]
@@ -112,7 +112,7 @@ InputUriOpt = Annotated[
     typer.Option(
         "--input-uri",
         help="Sort this instead: an NWB file (s3://, https://, file://), or an s3:// prefix or "
-        "local folder holding a SpikeGLX run or an Open Ephys recording (README: Inputs).",
+        "local folder holding a SpikeGLX run or an Open Ephys recording (docs/worker.md, 'Inputs').",
     ),
 ]
 DataTypeOpt = Annotated[

@@ -99,7 +99,7 @@ def submit(
     region: RegionOpt = None,
 ) -> None:
     """Submit a request as a campaign: what is done or in flight is skipped, the rest goes
-    out in Batch array jobs of at most 10,000 (README: Campaigns)."""
+    out in Batch array jobs of at most 10,000 (docs/submit.md, 'Campaigns')."""
     with domain_errors():
         stack = deployed_stack(stack_name, region)
         deployment = stack.deployment()

@@ -33,7 +33,7 @@ from spikebatch.study.state import CaseState, should_run
 
 study_app = typer.Typer(
     help="Studies: a matrix of recordings x sorter entries, each a run, scored against ground "
-    "truth and collected into one table and page (README: Studies).",
+    "truth and collected into one table and page (docs/studies.md).",
     no_args_is_help=True,
 )
 

@@ -90,6 +90,14 @@ def test_the_slugs_are_githubs() -> None:
     }
 
 
+def test_readme_is_a_front_page() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 200
+    first_block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    assert first_block.startswith("make demo") and "\nmake test" in first_block
+    assert "](docs/run-page.png)" in readme
+
+
 # ---- generated pages ----------------------------------------------------------------------
 class _Throwaway(BaseModel):
     knob: int = Field(3, ge=1, le=9, description="how hard to turn it")
@@ -97,7 +105,7 @@ class _Throwaway(BaseModel):
 
 def test_a_description_change_changes_the_page_with_no_second_edit() -> None:
     page = gen.settings_page(_Throwaway)
-    assert "| `knob` | `int` | `3` | ≥ 1, ≤ 9 | how hard to turn it |" in page
+    assert "| `knob` | int | `3` | ≥ 1, ≤ 9 | how hard to turn it |" in page
 
     class Changed(BaseModel):
         knob: int = Field(3, ge=1, le=9, description="turn it gently")
@@ -146,12 +154,12 @@ def test_every_worker_variable_is_on_its_page() -> None:
     page = gen.worker_env_page()
     assert not [e.value for e in Env if f"| `{e.value}` |" not in page]
     assert "| `SPIKEBATCH_LOG_LEVEL` | `INFO` |" in page
-    assert "| `OUTPUT_URI` | `str` | required |" in page
+    assert "| `OUTPUT_URI` | str | required |" in page
 
 
 def test_request_page_expands_resources() -> None:
     page = gen.request_page()
-    assert "| `resources.spot` | `bool` | `true` |" in page
+    assert "| `resources.spot` | bool | `true` |" in page
     assert "| `resources.timeout_hours` |" in page
 
 
