@@ -10,6 +10,7 @@ from aws_cdk import aws_batch as batch
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
+from stacks.imds import instance_guard_script
 from stacks.nag import acknowledge
 
 SCRATCH_USER_DATA = Path(__file__).resolve().parent / "userdata" / "mount_scratch.sh"
@@ -23,14 +24,15 @@ _STUCK_REASONS = (
 
 
 def scratch_user_data() -> ec2.MultipartUserData:
-    """Batch merges launch-template user data only in MIME multipart form."""
+    """Batch merges launch-template user data only in MIME multipart form. The IMDS guard
+    (stacks.imds) comes first, so the rule holds before anything else can fail."""
     user_data = ec2.MultipartUserData()
-    user_data.add_part(
-        ec2.MultipartBody.from_raw_body(
-            content_type='text/x-shellscript; charset="utf-8"',
-            body=SCRATCH_USER_DATA.read_text(),
+    for body in (instance_guard_script(), SCRATCH_USER_DATA.read_text()):
+        user_data.add_part(
+            ec2.MultipartBody.from_raw_body(
+                content_type='text/x-shellscript; charset="utf-8"', body=body
+            )
         )
-    )
     return user_data
 
 
@@ -59,9 +61,9 @@ class Compute(Construct):
             self,
             "LaunchTemplate",
             require_imdsv2=True,
-            # Containers sit one network hop behind the host: the worker reads its
-            # instance type from IMDS for the cost record.
-            http_put_response_hop_limit=2,
+            # Jobs use host networking and, for non-root, IMDS is firewalled (stacks.imds);
+            # one hop also keeps any bridge-network container from getting a token.
+            http_put_response_hop_limit=1,
             block_devices=[
                 ec2.BlockDevice(
                     device_name="/dev/xvda",
