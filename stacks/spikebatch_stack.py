@@ -78,6 +78,7 @@ class SpikeBatchStack(Stack):
             log_retention=retention,
         )
         registry.repository.grant_pull(jobs.execution_role)
+        compute.allow_agent(repositories=registry.pull_repositories, log_groups=[jobs.log_group])
         observability = Observability(
             self,
             "Observability",
