@@ -79,6 +79,12 @@ class SpikeBatchConfig(BaseModel):
     log_retention_days: int = 30
     removal_policy: Literal["retain", "destroy"] = "retain"
     alarm_email: str | None = None
+    # Alarm when the oldest failed event has waited this many days (SQS drops it at 14).
+    failed_events_alarm_age_days: int = Field(default=3, ge=1, le=13)
+    # Concurrent executions reserved for (and capping) the run-record Lambda, so a burst of
+    # Batch events (an array of 10,000 makes ~60,000) cannot take the account's whole Lambda
+    # concurrency; the excess waits in Lambda's queue (6 h). null reserves none.
+    run_record_reserved_concurrency: int | None = Field(default=10, ge=1, le=1000)
     runnable_timeout_minutes: int = Field(default=60, ge=10, le=1440)
     job_timeout_hours: float = Field(default=12, gt=0, le=336)
     retry_attempts: int = Field(default=3, ge=1, le=10)

@@ -92,6 +92,7 @@ class Triggers(Construct):
         failure_topic: sns.ITopic,
         failed_events: sqs.IQueue,
         submit_reserved_concurrency: int | None,
+        run_record_reserved_concurrency: int | None,
         job_log_group: logs.ILogGroup,
         default_sorter: str,
         dandi_api_url: str,
@@ -268,6 +269,7 @@ class Triggers(Construct):
             "RunRecord",
             name="run_record",
             description="Record Batch job state changes under runs/; notify on failures",
+            reserved_concurrency=run_record_reserved_concurrency,
             environment={
                 "DATA_BUCKET": bucket.bucket_name,
                 "FAILURE_TOPIC_ARN": failure_topic.topic_arn,

@@ -57,3 +57,13 @@ def print_budget(console: Console, stack: StackOutputs) -> None:
             f" ${spent.estimated_usd:.2f})",
             markup=False,
         )
+
+
+def print_unsubscribed(console: Console, stack: StackOutputs) -> None:
+    """One line when failures and alarms go to a topic nobody reads."""
+    if stack.failure_alerts_subscribed is False:
+        console.print(
+            "No one is subscribed to failure alerts: set spikebatch.alarm_email in cdk.json and"
+            f" deploy again, or subscribe to {stack.outputs.get('FailureTopicArn', 'the topic')}.",
+            markup=False,
+        )
