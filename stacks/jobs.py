@@ -90,6 +90,9 @@ class Jobs(Construct):
             Env.SCRATCH_DIR.value: DEFAULT_SCRATCH_DIR,
             "DANDI_NO_ET": "1",
             IMAGE_VAR: image_uri,
+            # botocore's last resort for a region is IMDS, which jobs may not reach
+            # (stacks/imds.py): name it.
+            "AWS_DEFAULT_REGION": Stack.of(self).region,
         }
         self.definition_names = job_definition_names(Stack.of(self).stack_name)
         gpu_name, cpu_name = self.definition_names

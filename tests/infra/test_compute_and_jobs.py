@@ -198,6 +198,8 @@ def test_job_containers_get_the_worker_contract_defaults_and_scratch(synthesized
             Env.SCRATCH_DIR: "/scratch",
             Env.SORTER: sorter,
             "DANDI_NO_ET": "1",
+            # Not left to botocore's IMDS fallback, which the jobs cannot reach.
+            "AWS_DEFAULT_REGION": {"Ref": "AWS::Region"},
         }
         assert container["Volumes"] == [
             {"Host": {"SourcePath": "/scratch"}, "Name": "scratch"},
