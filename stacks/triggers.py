@@ -9,7 +9,9 @@ claim's lease, which is shorter than Lambda's first retry), Lambda retries each 
 event twice, and what still fails, or waits longer than ``MAX_EVENT_AGE``, is kept in the
 failed-events queue. The submit Lambda's reserved concurrency caps its SubmitJob rate
 below Batch's account quota, so a burst of uploads waits in Lambda's queue instead of
-failing.
+failing. The run-record Lambda's (``run_record_reserved_concurrency``) keeps a burst of job
+events from taking the account's Lambda concurrency; throttled events wait in Lambda's queue
+(6 h), EventBridge retries a refused hand-over (24 h), and both end in the failed-events queue.
 """
 
 from __future__ import annotations
