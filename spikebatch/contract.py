@@ -77,6 +77,11 @@ LOG_LEVEL_VAR = "SPIKEBATCH_LOG_LEVEL"
 DEFAULT_DANDI_API_URL = "https://api.dandiarchive.org/api"
 DEFAULT_DANDISET_VERSION = "draft"
 DEFAULT_SCRATCH_DIR = "/scratch"
+# What the host knows of its instance (type, spot or on-demand), written by the launch
+# template's user data as root, because the jobs may not reach the metadata service
+# (stacks/imds.py); the job definitions mount its folder read-only.
+INSTANCE_FACTS_DIR = "/etc/spikebatch"
+INSTANCE_FACTS_FILE = f"{INSTANCE_FACTS_DIR}/instance.json"
 
 # Key prefixes of the data bucket: the one home of the bucket layout. ``stacks/`` builds
 # the IAM grants and the S3 notifications from these, and the control plane and CLI write

@@ -15,3 +15,12 @@ def drop_role_depends_on(function: CfnResource, role: iam.IRole) -> None:
     else:
         logical_id = Stack.of(function).get_logical_id(policy.node.default_child)
         function.add_override("DependsOn", [logical_id])
+
+
+def drop_provider_depends_on(stack: Stack, provider_id: str) -> None:
+    """The same for a CDK custom-resource provider (a stack-level singleton): its Handler
+    DependsOn its Role, which ``Role: GetAtt`` already orders (cfn-lint W3005)."""
+    provider = stack.node.try_find_child(provider_id)
+    handler = provider.node.try_find_child("Handler") if provider else None
+    if isinstance(handler, CfnResource):
+        handler.add_deletion_override("DependsOn")

@@ -108,7 +108,24 @@ class SpikeBatchConfig(BaseModel):
     )
     alarm_email: str | None = Field(
         None,
-        description="e-mail address subscribed to the failure topic (confirm the mail AWS sends)",
+        description="e-mail address subscribed to the failure topic (confirm the mail AWS "
+        "sends). Unset, synth warns and `spikebatch status` says no one is subscribed",
+    )
+    failed_events_alarm_age_days: int = Field(
+        default=3,
+        ge=1,
+        le=13,
+        description="alarm (repeated daily) once the oldest failed event has waited this many "
+        "days; SQS deletes it at 14",
+    )
+    run_record_reserved_concurrency: int | None = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="concurrent executions reserved for (and capping) the run-record Lambda, "
+        "so a burst of Batch events (an array of 10,000 makes ~60,000) cannot starve the "
+        "account's other Lambdas; the excess waits in Lambda's queue (up to 6 h). With both "
+        "reservations the account's Lambda quota must be at least 30; `null` reserves none",
     )
     runnable_timeout_minutes: int = Field(
         default=60,

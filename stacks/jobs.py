@@ -16,6 +16,7 @@ from constructs import Construct
 from spikebatch.contract import (
     DEFAULT_SCRATCH_DIR,
     IMAGE_VAR,
+    INSTANCE_FACTS_DIR,
     MANIFESTS_PREFIX,
     RESULTS_PREFIX,
     UPLOADS_PREFIX,
@@ -26,6 +27,7 @@ from stacks.nag import acknowledge
 from stacks.storage import allow_list_prefixes, allow_object_prefixes
 
 SCRATCH_VOLUME = "scratch"
+INSTANCE_FACTS_VOLUME = "instance-facts"
 # Spot reclaims end a job with this status reason: retry those, exit on anything else.
 SPOT_RECLAIM_STATUS_REASON = "Host EC2*"
 
@@ -88,6 +90,9 @@ class Jobs(Construct):
             Env.SCRATCH_DIR.value: DEFAULT_SCRATCH_DIR,
             "DANDI_NO_ET": "1",
             IMAGE_VAR: image_uri,
+            # botocore's last resort for a region is IMDS, which jobs may not reach
+            # (stacks/imds.py): name it.
+            "AWS_DEFAULT_REGION": Stack.of(self).region,
         }
         self.definition_names = job_definition_names(Stack.of(self).stack_name)
         gpu_name, cpu_name = self.definition_names
@@ -167,7 +172,15 @@ class Jobs(Construct):
                     host_path=DEFAULT_SCRATCH_DIR,
                     container_path=DEFAULT_SCRATCH_DIR,
                     readonly=False,
-                )
+                ),
+                # Instance type and spot, written by the user data: the job cannot reach
+                # IMDS (stacks.imds), so the cost record reads them here.
+                batch.EcsVolume.host(
+                    name=INSTANCE_FACTS_VOLUME,
+                    host_path=INSTANCE_FACTS_DIR,
+                    container_path=INSTANCE_FACTS_DIR,
+                    readonly=True,
+                ),
             ],
         )
 

@@ -12,9 +12,15 @@ from __future__ import annotations
 
 from typing import Literal
 
+from aws_cdk import Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
+
+from stacks.cfn_tidy import drop_provider_depends_on
+
+# CDK's provider of the custom resource that empties the default security group.
+RESTRICT_DEFAULT_SG_PROVIDER = "Custom::VpcRestrictDefaultSGCustomResourceProvider"
 
 _INTERFACE_ENDPOINTS = {
     "Ecr": ec2.InterfaceVpcEndpointAwsService.ECR,
@@ -56,8 +62,11 @@ class Network(Construct):
                     map_public_ip_on_launch=True if public else None,
                 )
             ],
-            restrict_default_security_group=False,
+            # CDK removes the default security group's rules (a deploy-time custom resource):
+            # nothing here uses it, and an open default group is a trap for anyone who does.
+            restrict_default_security_group=True,
         )
+        drop_provider_depends_on(Stack.of(self), RESTRICT_DEFAULT_SG_PROVIDER)
         self.subnets = ec2.SubnetSelection(subnet_type=subnet_type)
         flow_logs = logs.LogGroup(self, "FlowLogs", retention=flow_log_retention)
         self.vpc.add_flow_log(

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jsii
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import Annotations, ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
@@ -27,6 +27,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
@@ -37,6 +39,11 @@ from stacks.nag import acknowledge
 _EVENTS_LOG_PREFIX = "/aws/events/"
 FAILED_EVENTS_RETENTION = Duration.days(14)  # SQS's maximum
 STUCK_METRIC = ("spikebatch", "JobsBlockedInRunnable")
+NO_SUBSCRIBER_WARNING = (
+    "spikebatch.alarm_email is not set: no one is subscribed to the failure topic, so failed"
+    " jobs and alarms reach no person. Set it in cdk.json (or -c spikebatch:alarm_email=you@lab.org)"
+    " or subscribe to the FailureTopicArn output yourself."
+)
 
 
 @jsii.implements(events.IRuleTarget)
@@ -71,6 +78,7 @@ class Observability(Construct):
         job_log_group: logs.ILogGroup,
         alarm_email: str | None,
         log_retention: logs.RetentionDays,
+        failed_events_alarm_age: Duration = Duration.days(3),
     ) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
@@ -117,8 +125,11 @@ class Observability(Construct):
                 conditions=from_our_alarms,
             )
         )
+        self.alerts_subscribed = bool(alarm_email)
         if alarm_email:
             self.failure_topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+        else:
+            Annotations.of(stack).add_warning_v2("spikebatch:no-alarm-email", NO_SUBSCRIBER_WARNING)
         self._notify = cloudwatch_actions.SnsAction(self.failure_topic)
         self._budgets_may_encrypt = False
 
@@ -145,6 +156,7 @@ class Observability(Construct):
             "Events the Lambdas could not handle are waiting in the failed-events queue:"
             " run `spikebatch redrive`",
         )
+        self._alarm_on_old_failed_events(failed_events_alarm_age)
 
         self.events_log_group, self.job_events = self._batch_events_to_log(
             ("JobEvents", "JobEventsDelivery", "JobStateChange"),
@@ -195,19 +207,64 @@ class Observability(Construct):
             )
         )
 
-    def _alarm(self, id: str, metric: cloudwatch.IMetric, description: str) -> None:
-        """An alarm that notifies the failure topic whenever ``metric`` is above zero."""
+    def _alarm(
+        self, id: str, metric: cloudwatch.IMetric, description: str, threshold: float = 0
+    ) -> cloudwatch.Alarm:
+        """An alarm that notifies the failure topic whenever ``metric`` is above
+        ``threshold``."""
         alarm = cloudwatch.Alarm(
             self,
             id,
             metric=metric,
-            threshold=0,
+            threshold=threshold,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             evaluation_periods=1,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             alarm_description=description,
         )
         alarm.add_alarm_action(self._notify)
+        return alarm
+
+    def _alarm_on_old_failed_events(self, age: Duration) -> None:
+        """SQS deletes a failed event 14 days after it arrived. Alarm once the oldest has
+        waited ``age``, and again every day while one still waits: CloudWatch notifies
+        only on a state change, so an EventBridge Scheduler schedule sets the alarm to OK
+        once a day (one SDK call, no code); if the queue still holds an old event the
+        next hourly evaluation sets it back to ALARM and mails again."""
+        days = age.to_days()
+        alarm = self._alarm(
+            "OldFailedEventsAlarm",
+            self.failed_events.metric_approximate_age_of_oldest_message(
+                period=Duration.hours(1), statistic="Maximum"
+            ),
+            f"A failed event has waited over {days:g} days in the failed-events queue; SQS"
+            f" deletes it {FAILED_EVENTS_RETENTION.to_days():g} days after it arrived. Run"
+            " `spikebatch redrive`. This repeats daily until the queue is empty.",
+            threshold=age.to_seconds(),
+        )
+        scheduler.Schedule(
+            self,
+            "RepeatOldFailedEventsAlarm",
+            description="Re-arm the old-failed-events alarm daily so a lasting backlog mails again",
+            schedule=scheduler.ScheduleExpression.rate(Duration.days(1)),
+            target=scheduler_targets.Universal(
+                service="cloudwatch",
+                action="setAlarmState",
+                input=scheduler.ScheduleTargetInput.from_object(
+                    {
+                        "AlarmName": alarm.alarm_name,
+                        "StateValue": "OK",
+                        "StateReason": "spikebatch: daily re-arm; the next evaluation decides",
+                    }
+                ),
+                policy_statements=[
+                    iam.PolicyStatement(
+                        actions=["cloudwatch:SetAlarmState"], resources=[alarm.alarm_arn]
+                    )
+                ],
+                retry_attempts=3,
+            ),
+        )
 
     def alarm_on_errors(self, function: lambda_.IFunction, id: str, what: str) -> None:
         """Alarm on any failed invocation of ``function`` (``what`` it does, for the mail)."""

@@ -25,7 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 class Registry(Construct):
     """``self.image`` (what the job definitions run), ``self.image_uri`` (its URI, for
-    run.json and the outputs) and ``self.repository`` (pushed images)."""
+    run.json and the outputs), ``self.repository`` (pushed images) and
+    ``self.pull_repositories`` (every repository a job's image may come from)."""
 
     def __init__(
         self,
@@ -59,6 +60,7 @@ class Registry(Construct):
             ],
         )
         if worker_image_tag:
+            self.pull_repositories: tuple[ecr.IRepository, ...] = (self.repository,)
             self.image = ecs.ContainerImage.from_ecr_repository(self.repository, worker_image_tag)
             self.image_uri = self.repository.repository_uri_for_tag(worker_image_tag)
             return
@@ -71,5 +73,6 @@ class Registry(Construct):
             file=DEPLOYED_IMAGE.dockerfile,
             platform=ecr_assets.Platform.LINUX_AMD64,
         )
+        self.pull_repositories = (self.repository, asset.repository)
         self.image = ecs.ContainerImage.from_docker_image_asset(asset)
         self.image_uri = asset.image_uri

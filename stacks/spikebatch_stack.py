@@ -78,6 +78,7 @@ class SpikeBatchStack(Stack):
             log_retention=retention,
         )
         registry.repository.grant_pull(jobs.execution_role)
+        compute.allow_agent(repositories=registry.pull_repositories, log_groups=[jobs.log_group])
         observability = Observability(
             self,
             "Observability",
@@ -85,6 +86,7 @@ class SpikeBatchStack(Stack):
             job_log_group=jobs.log_group,
             alarm_email=config.alarm_email,
             log_retention=retention,
+            failed_events_alarm_age=Duration.days(config.failed_events_alarm_age_days),
         )
         triggers = Triggers(
             self,
@@ -99,6 +101,7 @@ class SpikeBatchStack(Stack):
             failure_topic=observability.failure_topic,
             failed_events=observability.failed_events,
             submit_reserved_concurrency=config.submit_reserved_concurrency,
+            run_record_reserved_concurrency=config.run_record_reserved_concurrency,
             job_log_group=jobs.log_group,
             default_sorter=config.default_sorter,
             dandi_api_url=config.dandi_api_url,
@@ -156,6 +159,12 @@ class SpikeBatchStack(Stack):
         CfnOutput(self, "DefaultSorter", value=config.default_sorter)
         CfnOutput(self, "DandiApiUrl", value=config.dandi_api_url)
         CfnOutput(self, "WorkerRepositoryUri", value=registry.repository.repository_uri)
+        # `spikebatch status` says when failures reach no one (alarm_email unset).
+        CfnOutput(
+            self,
+            "FailureAlertsSubscribed",
+            value="true" if observability.alerts_subscribed else "false",
+        )
         # What `spikebatch queues enable` enables again after the budget brake.
         CfnOutput(
             self,

@@ -44,6 +44,9 @@ class Storage(Construct):
             self,
             "AccessLogs",
             **common,
+            # Not versioned: S3's logging service only ever adds new keys and nothing else
+            # may write here, so versions would only keep expired logs (and their cost).
+            versioned=False,
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="expire-access-logs", expiration=Duration.days(access_log_expiry_days)

@@ -9,7 +9,9 @@ claim's lease, which is shorter than Lambda's first retry), Lambda retries each 
 event twice, and what still fails, or waits longer than ``MAX_EVENT_AGE``, is kept in the
 failed-events queue. The submit Lambda's reserved concurrency caps its SubmitJob rate
 below Batch's account quota, so a burst of uploads waits in Lambda's queue instead of
-failing.
+failing. The run-record Lambda's (``run_record_reserved_concurrency``) keeps a burst of job
+events from taking the account's Lambda concurrency; throttled events wait in Lambda's queue
+(6 h), EventBridge retries a refused hand-over (24 h), and both end in the failed-events queue.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class Triggers(Construct):
         failure_topic: sns.ITopic,
         failed_events: sqs.IQueue,
         submit_reserved_concurrency: int | None,
+        run_record_reserved_concurrency: int | None,
         job_log_group: logs.ILogGroup,
         default_sorter: str,
         dandi_api_url: str,
@@ -268,6 +271,7 @@ class Triggers(Construct):
             "RunRecord",
             name="run_record",
             description="Record Batch job state changes under runs/; notify on failures",
+            reserved_concurrency=run_record_reserved_concurrency,
             environment={
                 "DATA_BUCKET": bucket.bucket_name,
                 "FAILURE_TOPIC_ARN": failure_topic.topic_arn,

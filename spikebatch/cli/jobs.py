@@ -44,7 +44,7 @@ from spikebatch.cli.common import (
     out,
     recording_sizes,
 )
-from spikebatch.cli.queues import print_budget
+from spikebatch.cli.queues import print_budget, print_unsubscribed
 from spikebatch.contract import DEFAULT_DANDI_API_URL
 from spikebatch.control import campaign, records
 from spikebatch.control.cancel import cancel_job, cancel_reason
@@ -209,6 +209,7 @@ def status(
     with domain_errors():
         stack = deployed_stack(stack_name, region)
         print_budget(out, stack)
+        print_unsubscribed(out, stack)
         if run_id is None:
             found = records.load_runs(stack.bucket, records.list_run_ids(stack.bucket))
             listed = {r.run_id for r in found}

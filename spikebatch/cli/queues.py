@@ -1,12 +1,14 @@
-"""``spikebatch queues enable``, and the budget lines of ``spikebatch status``: the monthly
-budget's figure and the brake (README, "Budgets"). Thin over :mod:`spikebatch.control.brake`
-and :mod:`spikebatch.control.budget`."""
+"""``spikebatch queues enable``, and the stack lines of ``spikebatch status``: the monthly
+budget's figure and the brake (README, "Budgets"), and whether anyone gets the failure
+alerts. Thin over :mod:`spikebatch.control.brake` and :mod:`spikebatch.control.budget`."""
 
 from __future__ import annotations
 
 import typer
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 
+from spikebatch import aws
 from spikebatch.cli.common import RegionOpt, StackOpt, deployed_stack, domain_errors, out
 from spikebatch.control import brake, budget
 from spikebatch.control.stack_outputs import DEFAULT_STACK_NAME, StackOutputs
@@ -57,3 +59,25 @@ def print_budget(console: Console, stack: StackOutputs) -> None:
             f" ${spent.estimated_usd:.2f})",
             markup=False,
         )
+
+
+def print_unsubscribed(console: Console, stack: StackOutputs) -> None:
+    """One line when failures and alarms go to a topic nobody reads: the stack was
+    deployed without ``alarm_email`` and the topic has no confirmed subscription either."""
+    topic = stack.outputs.get("FailureTopicArn")
+    if stack.failure_alerts_subscribed is not False or (topic and _confirmed_subscribers(topic)):
+        return
+    console.print(
+        "No one is subscribed to failure alerts: set spikebatch.alarm_email in cdk.json and"
+        f" deploy again, or subscribe to {topic or 'the failure topic'}.",
+        markup=False,
+    )
+
+
+def _confirmed_subscribers(topic_arn: str) -> int:
+    """Confirmed subscriptions added by hand (0 when they cannot be listed: say it)."""
+    try:
+        found = aws.client("sns").list_subscriptions_by_topic(TopicArn=topic_arn)
+    except (BotoCoreError, ClientError):
+        return 0
+    return sum(1 for s in found.get("Subscriptions", []) if s["SubscriptionArn"].startswith("arn:"))

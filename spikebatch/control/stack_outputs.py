@@ -69,6 +69,13 @@ class StackOutputs:
         return float(value) if value else None
 
     @property
+    def failure_alerts_subscribed(self) -> bool | None:
+        """Whether the stack subscribed ``alarm_email`` to the failure topic (output
+        ``FailureAlertsSubscribed``); None for a stack that predates the output."""
+        value = self.outputs.get("FailureAlertsSubscribed")
+        return None if value is None else value == "true"
+
+    @property
     def queue_arns(self) -> tuple[str, str]:
         """The two job queues (default, priority): what the budget brake disables."""
         return self.outputs["JobQueueArn"], self.outputs["PriorityQueueArn"]

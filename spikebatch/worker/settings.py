@@ -221,7 +221,10 @@ class WorkerSettings(BaseSettings):
         None,
         alias=Env.INSTANCE_TYPE,
         description="EC2 type for the cost in run.json",
-        json_schema_extra={"unset": "read from instance metadata (IMDSv2)"},
+        json_schema_extra={
+            "unset": "read from `/etc/spikebatch/instance.json` (written by the launch template "
+            "on Batch, mounted read-only), else instance metadata (IMDSv2, when run by hand on EC2)"
+        },
     )
     scratch_dir: Path = Field(
         default_factory=_default_scratch,

@@ -1,7 +1,8 @@
 """Container tests: the built worker images, run by a real Docker engine.
 
 They need an engine and the images ``make image`` builds; where either is missing every test
-here is skipped with the reason. ``make test-image`` runs them; ``make test`` leaves them out. Servers the containers talk to (the fake DANDI archive, moto)
+here is skipped with the reason. (``test_metadata_firewall.py`` needs no engine but root and
+iptables in a network namespace; it is in this tier for that.) ``make test-image`` runs them; ``make test`` leaves them out. Servers the containers talk to (the fake DANDI archive, moto)
 listen on 127.0.0.1, so the containers use the host network (``run-local --image`` picks it
 for loopback URLs by itself).
 """

@@ -9,6 +9,13 @@ from aws_cdk.assertions import Match, Template
 
 from spikebatch.contract import IMAGE_VAR, Env
 from stacks.compute import SCRATCH_USER_DATA
+from stacks.imds import (
+    FIREWALL_UNIT,
+    IMDS_RULE,
+    firewall_block,
+    firewall_from_user_data,
+    instance_guard_script,
+)
 
 
 def _ce_type_by_logical_id(synthesized) -> dict[str, str]:
@@ -50,7 +57,9 @@ def test_launch_template_requires_imdsv2_and_an_encrypted_gp3_root(synthesized):
         {
             "LaunchTemplateData": Match.object_like(
                 {
-                    "MetadataOptions": Match.object_like({"HttpTokens": "required"}),
+                    "MetadataOptions": Match.object_like(
+                        {"HttpTokens": "required", "HttpPutResponseHopLimit": 1}
+                    ),
                     "BlockDeviceMappings": [
                         {
                             "DeviceName": "/dev/xvda",
@@ -79,6 +88,23 @@ def test_launch_template_user_data_is_mime_multipart_that_mounts_nvme_scratch(sy
     script = SCRATCH_USER_DATA.read_text()
     for needed in ("Amazon EC2 NVMe Instance Storage", "mdadm --create", "--level=0", "/scratch"):
         assert needed in script
+
+
+def test_user_data_closes_imds_to_non_root_before_anything_else(synthesized):
+    """The guard is the first part; its rule block is the one stacks.imds renders (the
+    image-tier test runs that block in a network namespace)."""
+    (template,) = synthesized.props("AWS::EC2::LaunchTemplate")
+    user_data = template["LaunchTemplateData"]["UserData"]["Fn::Base64"]
+    guard = instance_guard_script()
+    assert guard in user_data
+    assert user_data.index(guard) < user_data.index(SCRATCH_USER_DATA.read_text())
+    assert firewall_from_user_data(user_data) == firewall_block()
+    assert IMDS_RULE in firewall_block() and "! --uid-owner 0" in IMDS_RULE
+    # Applied now and at every boot; the agent's job-role endpoint stays open.
+    assert f"systemctl enable {FIREWALL_UNIT}" in guard
+    assert "169.254.170.2" not in firewall_block()
+    assert "ECS_ENABLE_TASK_IAM_ROLE_NETWORK_HOST=true" in guard
+    assert "/etc/spikebatch/instance.json" in guard
 
 
 def test_default_queue_tries_spot_first_then_on_demand(synthesized):
@@ -172,10 +198,21 @@ def test_job_containers_get_the_worker_contract_defaults_and_scratch(synthesized
             Env.SCRATCH_DIR: "/scratch",
             Env.SORTER: sorter,
             "DANDI_NO_ET": "1",
+            # Not left to botocore's IMDS fallback, which the jobs cannot reach.
+            "AWS_DEFAULT_REGION": {"Ref": "AWS::Region"},
         }
-        assert container["Volumes"] == [{"Host": {"SourcePath": "/scratch"}, "Name": "scratch"}]
+        assert container["Volumes"] == [
+            {"Host": {"SourcePath": "/scratch"}, "Name": "scratch"},
+            {"Host": {"SourcePath": "/etc/spikebatch"}, "Name": "instance-facts"},
+        ]
+        # The instance facts (stacks.imds) are the host's: read-only in the job.
         assert container["MountPoints"] == [
-            {"ContainerPath": "/scratch", "ReadOnly": False, "SourceVolume": "scratch"}
+            {"ContainerPath": "/scratch", "ReadOnly": False, "SourceVolume": "scratch"},
+            {
+                "ContainerPath": "/etc/spikebatch",
+                "ReadOnly": True,
+                "SourceVolume": "instance-facts",
+            },
         ]
         log = container["LogConfiguration"]
         assert log["LogDriver"] == "awslogs"

@@ -90,6 +90,14 @@ def test_cli_style_overrides_replace_single_keys():
             "spikebatch.noncurrent_version_expiry_days: Input should be greater than or equal to 1",
         ),
         (
+            {"failed_events_alarm_age_days": 14},
+            "spikebatch.failed_events_alarm_age_days: Input should be less than or equal to 13",
+        ),
+        (
+            {"run_record_reserved_concurrency": 0},
+            "spikebatch.run_record_reserved_concurrency: Input should be greater than or equal",
+        ),
+        (
             {"submit_reserved_concurrency": 51},
             "spikebatch.submit_reserved_concurrency: Input should be less than or equal to 50",
         ),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from aws_cdk.assertions import Annotations, Match
+
 from spikebatch.control import idempotency
 from stacks.config import SUBMIT_JOB_TPS
 
@@ -64,6 +66,30 @@ def test_job_state_changes_eventbridge_cannot_deliver_go_to_the_queue(synthesize
     assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 86400, "MaximumRetryAttempts": 4}
 
 
+def test_a_throttled_run_record_event_outlasts_the_throttle_window(synthesized):
+    """With reserved concurrency the run-record Lambda is throttled under a burst. Lambda
+    keeps a throttled event queued for up to 6 h (then it goes to the failed-events queue),
+    EventBridge retries a refused hand-over for up to 24 h (then the same queue), and the
+    queue keeps it 14 days: each layer outlasts the one before it."""
+    queue_id, queue = _queue(synthesized)
+    run_record, function = synthesized.function("spikebatch-run-record")
+    assert function["ReservedConcurrentExecutions"] == (
+        synthesized.config.run_record_reserved_concurrency
+    )
+    (config,) = [
+        c
+        for c in synthesized.props("AWS::Lambda::EventInvokeConfig")
+        if c["FunctionName"]["Ref"] == run_record
+    ]
+    targets = [t for r in synthesized.props("AWS::Events::Rule") for t in r["Targets"]]
+    (target,) = [t for t in targets if t["Arn"] == {"Fn::GetAtt": [run_record, "Arn"]}]
+    lambda_queue_s = config["MaximumEventAgeInSeconds"]
+    eventbridge_s = target["RetryPolicy"]["MaximumEventAgeInSeconds"]
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}
+    assert 3600 < lambda_queue_s < eventbridge_s < queue["MessageRetentionPeriod"]
+
+
 def test_lambda_timeouts_fit_the_claim_protocol(synthesized):
     """A Lambda is dead before its claim's lease runs out, and the lease runs out before
     Lambda's first retry: the retry of a dead invocation takes its work over."""
@@ -80,8 +106,6 @@ def test_submit_lambda_concurrency_is_reserved_below_batchs_submit_job_rate(synt
     reserved = synthesized.config.submit_reserved_concurrency
     assert submit["ReservedConcurrentExecutions"] == reserved == 10
     assert reserved <= SUBMIT_JOB_TPS == 50
-    _, run_record = synthesized.function("spikebatch-run-record")
-    assert "ReservedConcurrentExecutions" not in run_record
     # One full vCPU: a 10,000-recording array writes its 20,002 records within the timeout.
     assert submit["MemorySize"] == 1769
 
@@ -92,10 +116,16 @@ def _alarms(synthesized) -> dict[str, dict[str, Any]]:
 
 def test_every_alarm_notifies_the_failure_topic_on_the_first_bad_period(synthesized):
     alarms = synthesized.props("AWS::CloudWatch::Alarm")
-    assert len(alarms) == 4
+    assert len(alarms) == 5
     for alarm in alarms:
         assert alarm["AlarmActions"] == [{"Ref": _topic(synthesized)}]
-        assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+        threshold = 0
+        if alarm["MetricName"] == "ApproximateAgeOfOldestMessage":
+            threshold = synthesized.config.failed_events_alarm_age_days * 86400
+        assert (alarm["ComparisonOperator"], alarm["Threshold"]) == (
+            "GreaterThanThreshold",
+            threshold,
+        )
         assert alarm["EvaluationPeriods"] == 1 and alarm["TreatMissingData"] == "notBreaching"
         assert alarm["AlarmDescription"]
 
@@ -157,3 +187,76 @@ def test_the_cli_finds_the_queue_and_functions_in_the_outputs(synthesized):
     assert outputs["RunRecordFunctionName"]["Value"] == {
         "Ref": synthesized.function(SERVICES[1])[0]
     }
+
+
+def test_old_failed_events_alarm_before_sqs_drops_them_and_repeats_daily(synthesized):
+    """Alarm when the oldest failed event is failed_events_alarm_age_days old (3 by
+    default, days before SQS deletes it at 14), and a daily schedule sets that alarm back
+    to OK so a backlog that is still there alarms (and mails) again."""
+    queue_id, queue = _queue(synthesized)
+    ((alarm_id, alarm),) = [
+        (k, r["Properties"])
+        for k, r in synthesized.of_type("AWS::CloudWatch::Alarm").items()
+        if r["Properties"]["MetricName"] == "ApproximateAgeOfOldestMessage"
+    ]
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}
+    ]
+    assert alarm["Statistic"] == "Maximum" and alarm["Period"] == 3600
+    assert alarm["Threshold"] == 3 * 86400 < queue["MessageRetentionPeriod"]
+    (schedule,) = synthesized.props("AWS::Scheduler::Schedule")
+    assert schedule["ScheduleExpression"] == "rate(1 day)"
+    target = schedule["Target"]
+    assert target["Arn"]["Fn::Join"][1][-1] == ":scheduler:::aws-sdk:cloudwatch:setAlarmState"
+    parts = target["Input"]["Fn::Join"][1]
+    assert {"Ref": alarm_id} in parts  # AlarmName
+    assert '"StateValue":"OK"' in "".join(p for p in parts if isinstance(p, str))
+    role_id = target["RoleArn"]["Fn::GetAtt"][0]
+    statements = [
+        s
+        for p in synthesized.props("AWS::IAM::Policy")
+        if {"Ref": role_id} in p["Roles"]
+        for s in p["PolicyDocument"]["Statement"]
+    ]
+    assert statements == [
+        {
+            "Action": "cloudwatch:SetAlarmState",
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [alarm_id, "Arn"]},
+        }
+    ]
+
+
+def test_no_alarm_email_warns_at_synth_and_tells_the_cli(synthesized):
+    """cdk.json leaves alarm_email null: synth warns naming the setting, and the stack
+    output lets `spikebatch status` say that failures reach no one."""
+    assert synthesized.config.alarm_email is None
+    assert synthesized.of_type("AWS::SNS::Subscription") == {}
+    found = Annotations.from_stack(synthesized.stack).find_warning("*", _any_text())
+    assert any("spikebatch.alarm_email" in str(w.entry.data) for w in found), found
+    output = synthesized.template["Outputs"]["FailureAlertsSubscribed"]
+    assert output["Value"] == "false"
+
+
+def _any_text() -> Any:
+    return Match.string_like_regexp(".*")
+
+
+def test_an_alarm_email_subscribes_and_drops_the_warning():
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+
+    import app as cdk_app
+    from tests.infra.build_inputs import cdk_json_context
+
+    context = cdk_json_context()
+    context["spikebatch:alarm_email"] = "lab@example.org"
+    app = cdk.App(context=context)
+    stack = cdk_app.build(app)
+    template = Template.from_stack(stack)
+    template.has_resource_properties(
+        "AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "lab@example.org"}
+    )
+    assert template.to_json()["Outputs"]["FailureAlertsSubscribed"]["Value"] == "true"
+    found = Annotations.from_stack(stack).find_warning("*", _any_text())
+    assert not any("spikebatch.alarm_email" in str(w.entry.data) for w in found)

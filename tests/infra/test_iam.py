@@ -316,6 +316,7 @@ def test_no_policy_grants_service_wide_wildcard_actions(synthesized):
                     ["batch:DescribeJobs"],
                     ["batch:ListJobs", "batch:DescribeJobs"],
                     ["ecr:GetAuthorizationToken"],
+                    ["ecs:DiscoverPollEndpoint", "ec2:DescribeTags"],
                 ), statement
 
 
@@ -323,3 +324,61 @@ def test_lambda_roles_use_no_aws_managed_policies(synthesized):
     for service in ("spikebatch-submit", "spikebatch-run-record"):
         role = synthesized.resources[_function_role(synthesized, service)]["Properties"]
         assert "ManagedPolicyArns" not in role
+
+
+def _ecs_arn(kind: str, name: str) -> dict:
+    return {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":ecs:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                f":{kind}/{name}",
+            ],
+        ]
+    }
+
+
+def test_instance_role_reaches_only_this_stacks_clusters_images_and_logs(synthesized):
+    """The ECS agent's role, scoped (not the AWS-managed policy's Resource '*'): the
+    clusters Batch names after the stack's compute environments, its repositories and
+    the job log group."""
+    envs = synthesized.props("AWS::Batch::ComputeEnvironment")
+    names = sorted(ce["ComputeEnvironmentName"] for ce in envs)
+    stack_name = synthesized.config.stack_name
+    assert names == [f"{stack_name}-on-demand", f"{stack_name}-spot"]
+    (profile_role,) = {
+        _ref_id(role)
+        for profile in synthesized.props("AWS::IAM::InstanceProfile")
+        for role in profile["Roles"]
+    }
+    role = synthesized.resources[profile_role]["Properties"]
+    assert "ManagedPolicyArns" not in role
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "ec2.amazonaws.com"
+    }
+    statements = _by_sid(_role_statements(synthesized, profile_role))
+    clusters = [_ecs_arn("cluster", f"{n}_Batch_*") for n in names]
+    instances = [_ecs_arn("container-instance", f"{n}_Batch_*/*") for n in names]
+    assert sorted(map(str, statements["AgentClusters"]["Resource"])) == sorted(map(str, clusters))
+    assert sorted(map(str, statements["AgentInstances"]["Resource"])) == sorted(map(str, instances))
+    assert "ecs:Poll" in statements["AgentInstances"]["Action"]
+    assert "ecs:RegisterContainerInstance" in statements["AgentClusters"]["Action"]
+    assert statements["AgentDiscovery"]["Resource"] == "*"
+    assert statements["AgentTagsOnRegister"]["Condition"] == {
+        "StringEquals": {"ecs:CreateAction": "RegisterContainerInstance"}
+    }
+    unsid = [s for s in _role_statements(synthesized, profile_role) if "Sid" not in s]
+    pulls = [s for s in unsid if "ecr:BatchGetImage" in _as_list(s["Action"])]
+    assert pulls and all(s["Resource"] != "*" for s in pulls)
+    logs = [s for s in unsid if "logs:PutLogEvents" in _as_list(s["Action"])]
+    (log_statement,) = logs
+    assert log_statement["Resource"]["Fn::GetAtt"][0] in synthesized.of_type("AWS::Logs::LogGroup")
+    actions = {
+        a for s in _role_statements(synthesized, profile_role) for a in _as_list(s["Action"])
+    }
+    assert "ecs:CreateCluster" not in actions

@@ -105,6 +105,20 @@ def test_access_log_bucket_expires_its_logs(synthesized):
     _, logs = _buckets(synthesized)
     (rule,) = logs["LifecycleConfiguration"]["Rules"]
     assert rule["ExpirationInDays"] == 90 and rule["Status"] == "Enabled"
+    # A decision, not an omission (stacks/storage.py says why): logs are write-once.
+    assert "VersioningConfiguration" not in logs
+
+
+def test_the_default_security_group_is_emptied(synthesized):
+    """restrict_default_security_group: CDK's custom resource strips the VPC default
+    group's rules, so nothing launched into it by hand gets the open default."""
+    (restrict,) = [
+        r["Properties"]
+        for r in synthesized.resources.values()
+        if r["Type"] == "Custom::VpcRestrictDefaultSG"
+    ]
+    (vpc_id,) = synthesized.of_type("AWS::EC2::VPC")
+    assert restrict["DefaultSecurityGroupId"] == {"Fn::GetAtt": [vpc_id, "DefaultSecurityGroup"]}
 
 
 def test_stateful_resources_are_retained_by_default(synthesized):

@@ -518,3 +518,44 @@ def test_commands_without_aws_configuration_say_what_to_set(
 ) -> None:
     result = CliRunner().invoke(app, args, env=NO_AWS_CONFIGURATION)
     assert one_line_error(result) == message
+
+
+def _deploy_copy(stack: FakeStack, name: str, **extra: str) -> None:
+    """The fake stack's outputs again, plus ``extra``, as another CloudFormation stack."""
+    outputs = {**stack.outputs, **extra}
+    template = {
+        "Resources": {"Marker": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+    }
+    client("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(template))
+
+
+@pytest.mark.parametrize(("subscribed", "told"), [("false", True), ("true", False), (None, False)])
+def test_status_says_once_when_no_one_is_subscribed_to_failures(
+    cli: Any, stack: FakeStack, subscribed: str | None, told: bool
+) -> None:
+    """GIVEN a stack deployed without alarm_email (output FailureAlertsSubscribed=false) and
+    a topic nobody subscribed to WHEN `spikebatch status` runs THEN one line says so; with a subscriber, or a stack that
+    predates the output, nothing is said."""
+    extra = {"FailureAlertsSubscribed": subscribed} if subscribed is not None else {}
+    lonely = client("sns").create_topic(Name="no-subscribers")["TopicArn"]
+    _deploy_copy(stack, "Watched", FailureTopicArn=lonely, **extra)
+    assert cli("submit", "--input-uri", "s3://lab-bucket/a.nwb").exit_code == 0
+    result = cli("status", "--stack-name", "Watched")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "subscribed" in line]
+    assert len(lines) == (1 if told else 0), result.output
+    if told:
+        assert "spikebatch.alarm_email" in lines[0]
+        assert lonely in " ".join(result.output.split())
+
+
+def test_status_is_quiet_once_someone_subscribed_by_hand(cli: Any, stack: FakeStack) -> None:
+    """GIVEN no alarm_email but a subscription made by hand WHEN status runs THEN no line."""
+    _deploy_copy(stack, "Watched", FailureAlertsSubscribed="false")
+    assert client("sns").list_subscriptions_by_topic(TopicArn=stack.outputs["FailureTopicArn"])[
+        "Subscriptions"
+    ], "the fake stack subscribes its test queue to the topic"
+    result = cli("status", "--stack-name", "Watched")
+    assert result.exit_code == 0, result.output
+    assert "subscribed" not in result.output

@@ -92,6 +92,21 @@ def test_a_redelivered_failure_notifies_once(record_env: FakeStack, invoke: Invo
     assert len(record_env.notifications()) == 1
 
 
+def test_the_same_state_change_delivered_twice_is_recorded_once(
+    record_env: FakeStack, invoke: Invoke
+) -> None:
+    """EventBridge delivers at least once, and retries a throttled hand-over (the run-record
+    Lambda's concurrency is capped): a repeat leaves one history entry per state."""
+    job = submit_one(record_env)
+    running = event_for("batch_job_running", job)
+    invoke(running)
+    first = record_env.get_json(f"runs/{job.run_id}/status.json")
+    invoke(running)
+    again = record_env.get_json(f"runs/{job.run_id}/status.json")
+    assert [h["status"] for h in again["history"]] == ["RUNNING"]
+    assert again == first
+
+
 def test_late_events_do_not_overwrite_the_outcome(record_env: FakeStack, invoke: Invoke) -> None:
     job = submit_one(record_env)
     invoke(event_for("batch_job_succeeded", job))
