@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from spikebatch import aws
 from spikebatch.control.request import MAX_CAMPAIGN_INPUTS, FieldError, RequestError, first_glob
@@ -152,7 +152,9 @@ def recording_bytes(uri: str) -> int | None:
         return _recording_bytes(*split_s3_uri(uri))
     except ClientError as exc:  # no access to list or read it: the estimate says "unknown"
         log.info("estimate: cannot size %s (%s)", uri, aws.error_code(exc))
-        return None
+    except BotoCoreError as exc:  # no network, no credentials: likewise
+        log.info("estimate: cannot size %s (%s)", uri, exc)
+    return None
 
 
 def _recording_bytes(bucket: str, key: str) -> int | None:
