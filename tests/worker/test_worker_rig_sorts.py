@@ -20,7 +20,6 @@ from spikebatch.worker.simulate_rig import write_openephys_recording
 #: stores it), 5 uV of noise as on a real probe: ~1 min of Kilosort4 per probe on 2 cores. (At
 #: 10 uV one probe's mean accuracy came out 0.793: too close to the bar to be a stable test.)
 SPEC = GroundTruthSpec(duration_s=20.0, num_channels=32, num_units=6, noise_uv=5.0, seed=11)
-KS4 = json.dumps({"torch_device": "cpu"})
 MIN_ACCURACY = 0.8
 
 
