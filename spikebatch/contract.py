@@ -125,6 +125,24 @@ UNSET_SECRET_VALUE = "UNSET"
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def json_object(raw: Any) -> Mapping[str, Any] | None:
+    """A JSON text or a mapping as a mapping (``null``/None: None), or ``ValueError`` in one
+    line: the one decoder of the object-valued settings (env vars and request fields)."""
+    if raw is None or isinstance(raw, Mapping):
+        return raw
+    value = raw
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg} at char {exc.pos})") from None
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a JSON object, got {type(value).__name__}")
+    return value
+
+
 def is_valid_run_id(run_id: str) -> bool:
     """Run ids become S3 key segments and Batch job names: keep them plain."""
     return bool(_RUN_ID_RE.match(run_id)) and ".." not in run_id

@@ -55,21 +55,15 @@ class ReadRecordingKwargs(BaseModel):
 
 def parse_read_recording_kwargs(raw: Any) -> ReadRecordingKwargs | None:
     """A JSON text or a dict; ``ValueError`` with one line naming the bad key."""
-    import json
+    from spikebatch.contract import json_object
 
-    if raw is None or isinstance(raw, ReadRecordingKwargs):
+    if isinstance(raw, ReadRecordingKwargs):
         return raw
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON ({exc.msg} at char {exc.pos})") from None
+    raw = json_object(raw)
     if raw is None:
         return None
-    if not isinstance(raw, dict):
-        raise ValueError(f"must be a JSON object, got {type(raw).__name__}")
     try:
-        return ReadRecordingKwargs.model_validate(raw)
+        return ReadRecordingKwargs.model_validate(dict(raw))
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"]) or "value"

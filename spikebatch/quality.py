@@ -19,11 +19,12 @@ or both, optionally on the absolute value (``"abs": true``): SpikeInterface's fo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from spikebatch.contract import json_object
 
 #: The labels, best first (phy's cluster groups use the same words).
 LABELS = ("good", "mua", "noise")
@@ -223,17 +224,11 @@ def parse_quality_thresholds(raw: str | Mapping[str, Any] | None) -> QualityThre
 
     Raises ``ValueError`` with one line that names the offending field.
     """
-    if raw is None or raw == "":
+    if raw == "":
         return QualityThresholds()
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON ({exc.msg} at char {exc.pos})") from None
+    raw = json_object(raw)
     if raw is None:
         return QualityThresholds()
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"must be a JSON object, got {type(raw).__name__}")
     try:
         return QualityThresholds.model_validate(dict(raw))
     except ValidationError as exc:

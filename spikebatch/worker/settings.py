@@ -9,7 +9,6 @@ CLI, the Lambda and tests validate exactly what a job will see.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -39,6 +38,7 @@ from spikebatch.contract import (
     dandi_source,
     derive_run_id,
     is_valid_run_id,
+    json_object,
 )
 from spikebatch.input_format import DataType, ReadRecordingKwargs, parse_read_recording_kwargs
 from spikebatch.quality import QualityThresholds, parse_quality_thresholds
@@ -77,17 +77,12 @@ def _available_sorters() -> tuple[str, ...]:
 
 
 def _json_object(raw: Any, *, allow_null: bool = False) -> dict[str, Any] | None:
-    if raw is None or isinstance(raw, dict):
-        return raw
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc.msg} at char {exc.pos})") from None
-    if value is None and allow_null:
+    if raw is None:
         return None
-    if not isinstance(value, dict):
-        raise ValueError(f"must be a JSON object, got {type(value).__name__}")
-    return value
+    value = json_object(raw)
+    if value is None and not allow_null:
+        raise ValueError("must be a JSON object, got NoneType")
+    return None if value is None else dict(value)
 
 
 def _default_scratch() -> Path:
