@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from spikebatch.quality import TEMPLATE_METRIC_COLUMNS
+from spikebatch.worker.phy_pcs import compute_pc_models
 from spikebatch.scratch import PHY_WAVEFORMS_PER_UNIT, phy_pc_features_bytes
 from spikebatch.worker.labels import LABEL_COLUMN, REASON_COLUMN, UnitLabels
 
@@ -100,6 +101,8 @@ def export_phy(
         raise ValueError("no units with spikes: nothing to open in phy")
     if folder.exists():
         shutil.rmtree(folder)
+    if pc_features:  # the exporter projects every spike on these models
+        compute_pc_models(analyzer, int((job_kwargs or {}).get("n_jobs") or 1))
     export_to_phy(
         analyzer,
         folder,

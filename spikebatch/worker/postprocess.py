@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -99,32 +101,46 @@ def _fit_shared_memory(sorting: Any, recording: Any, job_kwargs: dict[str, Any])
     return {**job_kwargs, "n_jobs": workers}
 
 
-def analyze(sorting: Any, recording: Any, folder: Path, job_kwargs: dict[str, Any]) -> Any:
-    """Build the analyzer and compute the extensions + quality metrics."""
+#: A step's context manager: ``with step(name): ...`` (timing, memory; a no-op by default).
+Step = Callable[[str], AbstractContextManager[Any]]
+
+
+def analyze(
+    sorting: Any,
+    recording: Any,
+    folder: Path,
+    job_kwargs: dict[str, Any],
+    *,
+    step: Step = lambda name: nullcontext(),
+) -> Any:
+    """Build the analyzer and compute the extensions + quality metrics, each in its ``step``."""
     from spikeinterface.core import create_sorting_analyzer
 
-    analyzer = create_sorting_analyzer(
-        sorting,
-        recording,
-        format="binary_folder",
-        folder=folder,
-        sparse=True,
-        overwrite=True,
-        job_kwargs=_fit_shared_memory(sorting, recording, job_kwargs),
-    )
+    with step("analyzer"):
+        analyzer = create_sorting_analyzer(
+            sorting,
+            recording,
+            format="binary_folder",
+            folder=folder,
+            sparse=True,
+            overwrite=True,
+            job_kwargs=_fit_shared_memory(sorting, recording, job_kwargs),
+        )
     # Job kwargs for the extensions come from SpikeInterface's globals (set by the pipeline).
     # One at a time, so a long postprocess shows progress in the job log.
     for i, (name, params) in enumerate(_EXTENSIONS.items(), start=1):
         log.info("postprocess: %s (%d/%d)", name, i, len(_EXTENSIONS) + 1)
-        analyzer.compute(name, **params)
+        with step(name):
+            analyzer.compute(name, **params)
     log.info("postprocess: quality_metrics (%d/%d)", len(_EXTENSIONS) + 1, len(_EXTENSIONS) + 1)
     # Presence ratio needs several bins: 60 s bins (the default) on a short recording are NaN.
     bin_s = max(1.0, min(60.0, recording.get_total_duration() / 10.0))
-    analyzer.compute(
-        "quality_metrics",
-        metric_names=QUALITY_METRICS,
-        metric_params={"presence_ratio": {"bin_duration_s": bin_s}},
-    )
+    with step("quality_metrics"):
+        analyzer.compute(
+            "quality_metrics",
+            metric_names=QUALITY_METRICS,
+            metric_params={"presence_ratio": {"bin_duration_s": bin_s}},
+        )
     return analyzer
 
 
