@@ -1,8 +1,10 @@
 """Small HTML building blocks for spikebatch's self-contained pages (run page, array summary).
 
 Pure Python (the run-record Lambda renders the array summary): no template engine, no
-JavaScript, no external resource. Every value goes through :func:`esc` unless it is a
-:class:`Raw` fragment built here, so text from run.json or a request cannot inject markup.
+external resource, and no JavaScript but :data:`TABLE_SCRIPT`, a small inline script that
+sorts and pages the big tables that ask for it; without it they show whole. Every value goes
+through :func:`esc` unless it is a :class:`Raw` fragment built here, so text from run.json
+or a request cannot inject markup.
 """
 
 from __future__ import annotations
@@ -59,6 +61,112 @@ figure img { max-width: 100%; border: 1px solid var(--line); border-radius: 6px;
 figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
 footer { margin-top: 36px; color: var(--muted); font-size: 12px; }
 a { color: var(--run); }
+.pager { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 10px; margin: 8px 0 2px; }
+.pager button, .pager select { font: inherit; padding: 1px 8px; }
+th button { all: unset; cursor: pointer; }
+th[aria-sort=ascending] button::after { content: " \\25B2"; }
+th[aria-sort=descending] button::after { content: " \\25BC"; }
+@media print { .pager { display: none; } tr[hidden] { display: table-row; } }
+"""
+
+#: Sorts and pages every ``<table data-page-size=N>`` (see :func:`table`): a click on a
+#: header sorts by that column (numbers as numbers, a blank last), page controls show N rows
+#: at a time (or all), and a ``data-filter-column`` picks the rows by that column's value.
+#: It only hides rows: every row stays in the HTML, for the browser's find, for print (the
+#: CSS shows them all) and for a reader without JavaScript, who gets the whole table.
+TABLE_SCRIPT = """
+(() => {
+  "use strict";
+  const blank = (text) => text === "" || text === "\u2014";
+  const text = (row, col) => row.cells[col].textContent.trim();
+  function compare(a, b, numeric) {
+    if (blank(a) || blank(b)) return blank(a) - blank(b);
+    return numeric ? Number(a) - Number(b) : a.localeCompare(b, undefined, {numeric: true});
+  }
+  function control(tag, label, props) {
+    const el = Object.assign(document.createElement(tag), props);
+    if (label) el.setAttribute("aria-label", label);
+    return el;
+  }
+  function options(select, pairs) {
+    for (const [value, label] of pairs) select.add(new Option(label, value));
+  }
+  function enhance(table) {
+    const body = table.tBodies[0];
+    const heads = Array.from(table.tHead.rows[0].cells);
+    const rows = Array.from(body.rows);
+    const by = Number(table.dataset.filterColumn);
+    const state = {size: Number(table.dataset.pageSize), page: 0, shown: rows};
+    const bar = control("div", "table pages", {className: "pager"});
+    const filter = control("select", "show the rows with", {});
+    const counts = new Map();
+    if (table.dataset.filterColumn) rows.forEach((r) => {
+      counts.set(text(r, by), (counts.get(text(r, by)) || 0) + 1);
+    });
+    options(filter, [["", "all (" + rows.length + ")"],
+      ...Array.from(counts, ([v, n]) => [v, v + " (" + n + ")"])]);
+    const size = control("select", "rows per page", {});
+    options(size, [[state.size, state.size + " per page"], [2 * state.size,
+      2 * state.size + " per page"], [0, "all rows"]]);
+    const buttons = {};
+    for (const [name, label] of [["first", "\u00ab"], ["prev", "\u2039 previous"],
+                                 ["next", "next \u203a"], ["last", "\u00bb"]]) {
+      buttons[name] = control("button", name + " page", {type: "button", textContent: label});
+      buttons[name].dataset.page = name;
+    }
+    const status = control("span", null, {className: "sub"});
+    status.setAttribute("aria-live", "polite");
+    bar.append(...(counts.size ? [filter] : []), buttons.first, buttons.prev, status,
+               buttons.next, buttons.last, size);
+    table.parentNode.before(bar);
+    function pages() {
+      return state.size ? Math.max(1, Math.ceil(state.shown.length / state.size)) : 1;
+    }
+    function show(page) {
+      state.page = Math.min(Math.max(0, page), pages() - 1);
+      const from = state.size ? state.page * state.size : 0;
+      const to = state.size ? from + state.size : state.shown.length;
+      const visible = new Set(state.shown.slice(from, to));
+      rows.forEach((r) => { r.hidden = !visible.has(r); });
+      const n = state.shown.length;
+      status.textContent = "page " + (state.page + 1) + " of " + pages() + " \u00b7 rows " +
+        (n ? from + 1 : 0) + "\u2013" + Math.min(to, n) + " of " + n;
+      buttons.first.disabled = buttons.prev.disabled = state.page === 0;
+      buttons.next.disabled = buttons.last.disabled = state.page === pages() - 1;
+    }
+    buttons.first.onclick = () => show(0);
+    buttons.prev.onclick = () => show(state.page - 1);
+    buttons.next.onclick = () => show(state.page + 1);
+    buttons.last.onclick = () => show(pages() - 1);
+    size.onchange = () => { state.size = Number(size.value); show(0); };
+    filter.onchange = () => {
+      state.shown = rows.filter((r) => !filter.value || text(r, by) === filter.value);
+      show(0);
+    };
+    heads.forEach((th, col) => {
+      const numeric = rows.every((r) => blank(text(r, col)) || !isNaN(Number(text(r, col))));
+      const button = control("button", null, {type: "button", title: "sort by this column"});
+      button.append(...th.childNodes);
+      th.append(button);
+      button.onclick = () => {
+        const first = numeric ? "descending" : "ascending";
+        const other = first === "ascending" ? "descending" : "ascending";
+        const order = th.getAttribute("aria-sort") === first ? other : first;
+        heads.forEach((h) => h.removeAttribute("aria-sort"));
+        th.setAttribute("aria-sort", order);
+        const sign = order === "ascending" ? 1 : -1;
+        rows.sort((a, b) => {
+          const x = text(a, col), y = text(b, col);
+          return blank(x) || blank(y) ? compare(x, y) : sign * compare(x, y, numeric);
+        });
+        body.append(...rows);
+        filter.onchange();
+      };
+    });
+    show(0);
+  }
+  document.querySelectorAll("table[data-page-size]").forEach(enhance);
+})();
 """
 
 
@@ -117,8 +225,14 @@ def table(
     *,
     numeric: Iterable[int] = (),
     caption: str | None = None,
+    page_size: int | None = None,
+    filter_column: int | None = None,
 ) -> Raw:
-    """A table; columns whose index is in ``numeric`` are right-aligned."""
+    """A table; columns whose index is in ``numeric`` are right-aligned.
+
+    ``page_size``: a page with :data:`TABLE_SCRIPT` makes it sortable and shows that many
+    rows at a time (with a filter on the values of ``filter_column``); all rows stay in it.
+    """
     numeric = set(numeric)
 
     def cells(values: Sequence[Any], cell: str) -> Raw:
@@ -129,7 +243,16 @@ def table(
     head = tag("thead", tag("tr", cells(headers, "th")))
     body = tag("tbody", join(tag("tr", cells(r, "td")) for r in rows))
     cap = tag("caption", caption) if caption else Raw("")
-    return tag("div", tag("table", join([cap, head, body])), class_="wide")
+    return tag(
+        "div",
+        tag(
+            "table",
+            join([cap, head, body]),
+            data_page_size=page_size,
+            data_filter_column=filter_column if page_size else None,
+        ),
+        class_="wide",
+    )
 
 
 def card(key: str, value: Any, detail: Any = None) -> Raw:
@@ -158,8 +281,13 @@ def section(title: str, body: Any, *, id: str | None = None) -> Raw:
     return join([tag("h2", title, id=id), body])
 
 
-def page(title: str, body: Any, *, heading: Any = None, subtitle: Any = None) -> str:
-    """A whole HTML document: inline CSS, nothing fetched from the network."""
+def page(
+    title: str, body: Any, *, heading: Any = None, subtitle: Any = None, script: str = ""
+) -> str:
+    """A whole HTML document: inline CSS, nothing fetched from the network.
+
+    ``script``: inline JavaScript run once the body is parsed (a constant of this module,
+    such as :data:`TABLE_SCRIPT`: never text from a record)."""
     header = join(
         [tag("h1", heading if heading is not None else title)]
         + ([tag("div", subtitle, class_="sub")] if subtitle is not None else [])
@@ -171,7 +299,7 @@ def page(title: str, body: Any, *, heading: Any = None, subtitle: Any = None) ->
         f"<title>{esc(title)}</title><style>{CSS}</style></head>"
         f"<body><main>{tag('header', header)}{esc(body)}"
         f"{tag('footer', 'Written by spikebatch. Self-contained: opens offline.')}"
-        "</main></body></html>\n"
+        f"</main>{f'<script>{script}</script>' if script else ''}</body></html>\n"
     )
 
 

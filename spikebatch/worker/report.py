@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-import functools
+import io
 import logging
 import math
 from pathlib import Path
@@ -20,7 +20,20 @@ from spikebatch.quality import SECTIONS, QualityThresholds, Threshold
 
 log = logging.getLogger(__name__)
 
+#: Units with a waveform panel (units_summary.png): the top ones by SNR. The figure's pixel
+#: size is bounded by it, however many units the sorter found (a Neuropixels hour: 300-600).
 MAX_UNITS_SHOWN = 30
+#: Units in the amplitude scatter: the top ones by SNR, one tab20 colour each.
+MAX_UNITS_AMPLITUDES = 20
+#: Spikes drawn per unit in the amplitude scatter, chosen at random (fixed seed): a unit of
+#: an hour at 10 Hz has 36,000, which would draw a solid smear (and slowly). The rate panel
+#: below it counts every spike.
+MAX_SPIKES_DRAWN_PER_UNIT = 2_000
+#: Bins of the rate panel: at most this many over the recording, at least 2 s each (2 s
+#: bins over an hour are 1,800 noisy points per line).
+MAX_RATE_BINS = 200
+#: Colours of the saved PNGs (a palette: see :func:`_save_png`).
+PNG_COLOURS = 256
 #: (column, axis label) of each panel; its threshold lines are the label rules in force.
 _QC_PANELS = [
     ("snr", "SNR"),
@@ -30,6 +43,9 @@ _QC_PANELS = [
     ("amplitude_cutoff", "amplitude cutoff"),
     ("num_spikes", "spike count"),
 ]
+
+#: The figures, in the order the run page shows them.
+FIGURES = ("units_summary.png", "amplitudes.png", "quality_metrics.png")
 
 _FIXED_RANGES = {"presence_ratio": (0.0, 1.05), "amplitude_cutoff": (0.0, 0.5)}
 
@@ -59,22 +75,47 @@ def write_report(
 ) -> list[Path]:
     """Write the three figures into ``folder``; returns their paths. ``thresholds``: the
     label rules in force (default: the documented defaults), drawn on the QC panels."""
-    folder.mkdir(parents=True, exist_ok=True)
-    plt = _pyplot()
-    written = []
-    qc = functools.partial(_quality_metrics, thresholds=thresholds or QualityThresholds())
-    for name, draw in (
-        ("units_summary.png", _units_summary),
-        ("amplitudes.png", _amplitudes),
-        ("quality_metrics.png", qc),
-    ):
-        fig = draw(analyzer, metrics, title)
-        path = folder / name
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        written.append(path)
+    written = [
+        write_figure(name, analyzer, metrics, folder, title=title, thresholds=thresholds)
+        for name in FIGURES
+    ]
     log.info("report: %s", ", ".join(p.name for p in written))
     return written
+
+
+def write_figure(
+    name: str,
+    analyzer: Any,
+    metrics: Any,
+    folder: Path,
+    *,
+    title: str,
+    thresholds: QualityThresholds | None = None,
+) -> Path:
+    """Draw one of :data:`FIGURES` into ``folder/name`` (alone: the benchmark times each)."""
+    plt = _pyplot()
+    folder.mkdir(parents=True, exist_ok=True)
+    fig = _DRAW[name](analyzer, metrics, title, thresholds or QualityThresholds())
+    path = folder / name
+    try:
+        _save_png(fig, path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _save_png(fig: Any, path: Path) -> None:
+    """Save with a 256-colour palette: the run page embeds every figure, and a dense scatter
+    in full colour is three times the bytes (at most one byte a pixel, and no visible loss)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    with Image.open(buffer) as image:
+        palette = image.convert("RGB").quantize(
+            PNG_COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
+    palette.save(path, format="PNG", optimize=True)
 
 
 def _units_by_snr(analyzer: Any, metrics: Any) -> list[Any]:
@@ -84,7 +125,7 @@ def _units_by_snr(analyzer: Any, metrics: Any) -> list[Any]:
     return unit_ids
 
 
-def _units_summary(analyzer: Any, metrics: Any, title: str):
+def _units_summary(analyzer: Any, metrics: Any, title: str, thresholds: QualityThresholds):
     plt = _pyplot()
     unit_ids = _units_by_snr(analyzer, metrics)[:MAX_UNITS_SHOWN]
     n_units = len(unit_ids)
@@ -105,9 +146,11 @@ def _units_summary(analyzer: Any, metrics: Any, title: str):
     grid = fig.add_gridspec(nrows, ncols + 2)
     probe_ax = fig.add_subplot(grid[:, :2])
     probe_ax.scatter(positions[:, 0], positions[:, 1], marker="s", s=28, color="0.85", zorder=1)
+    if len(analyzer.unit_ids) > n_units:  # the units without a panel: where, not which
+        probe_ax.scatter(locations[:, 0], locations[:, 1], s=8, color="0.45", linewidth=0, zorder=2)
     for u in unit_ids:
         x, y = locations[index_of[u], :2]
-        probe_ax.scatter(x, y, s=60, color=colors[u], edgecolor="k", linewidth=0.4, zorder=2)
+        probe_ax.scatter(x, y, s=60, color=colors[u], edgecolor="k", linewidth=0.4, zorder=3)
         probe_ax.annotate(str(u), (x, y), xytext=(4, 2), textcoords="offset points", fontsize=7)
     probe_ax.set(xlabel="x (um)", ylabel="depth (um)", title="unit locations on the probe")
     probe_ax.set_aspect("equal", adjustable="datalim")
@@ -135,45 +178,68 @@ def _units_summary(analyzer: Any, metrics: Any, title: str):
             ax.set_xlabel("ms", fontsize=7)
     if not unit_ids:
         probe_ax.text(0.5, 0.5, "no units found", transform=probe_ax.transAxes, ha="center")
-    shown = f"top {n_units} by SNR" if len(analyzer.unit_ids) > n_units else f"{n_units} units"
+    shown = _shown(n_units, len(analyzer.unit_ids))
     fig.suptitle(f"{title}: {shown} (mean ± sd on the peak channel)", fontsize=11)
     return fig
 
 
-def _amplitudes(analyzer: Any, metrics: Any, title: str):
+def _amplitudes(analyzer: Any, metrics: Any, title: str, thresholds: QualityThresholds):
     plt = _pyplot()
     fig, (ax, rate_ax) = plt.subplots(
         2, 1, figsize=(12, 6.5), sharex=True, height_ratios=[3, 1], layout="constrained"
     )
-    unit_ids = _units_by_snr(analyzer, metrics)[:MAX_UNITS_SHOWN]
+    unit_ids = _units_by_snr(analyzer, metrics)[:MAX_UNITS_AMPLITUDES]
     colors = dict(zip(unit_ids, _colors(max(len(unit_ids), 1)), strict=False))
     spikes = analyzer.sorting.to_spike_vector()
     amplitudes = analyzer.get_extension("spike_amplitudes").get_data()
     fs = analyzer.sampling_frequency
     duration = analyzer.get_total_duration()
-    bins = np.linspace(0, duration, max(2, int(duration // 2) + 1))
+    bins = np.linspace(0, duration, max(2, min(MAX_RATE_BINS, int(duration // 2)) + 1))
+    rng = np.random.default_rng(0)
+    thinned = False
     for u in unit_ids:
-        mask = spikes["unit_index"] == analyzer.sorting.id_to_index(u)
-        times = spikes["sample_index"][mask] / fs
+        (index,) = np.nonzero(spikes["unit_index"] == analyzer.sorting.id_to_index(u))
+        times = spikes["sample_index"][index] / fs
+        drawn = _at_most(index.size, MAX_SPIKES_DRAWN_PER_UNIT, rng)
+        thinned |= drawn.size < index.size
         ax.scatter(
-            times, amplitudes[mask], s=2, color=colors[u], alpha=0.6, rasterized=True, label=str(u)
+            times[drawn],
+            amplitudes[index[drawn]],
+            s=2,
+            color=colors[u],
+            alpha=0.6,
+            rasterized=True,
+            label=str(u),
         )
         counts, _ = np.histogram(times, bins=bins)
         rate_ax.plot(
             0.5 * (bins[1:] + bins[:-1]), counts / np.diff(bins), color=colors[u], linewidth=0.9
         )
-    ax.set(ylabel="spike amplitude (uV)", title=f"{title}: amplitudes over time")
+    shown = _shown(len(unit_ids), len(analyzer.unit_ids))
+    sample = f", at most {MAX_SPIKES_DRAWN_PER_UNIT:,} spikes each" if thinned else ""
+    ax.set(ylabel="spike amplitude (uV)", title=f"{title}: amplitudes over time ({shown}{sample})")
     if unit_ids:
         ax.legend(
             title="unit",
             fontsize=7,
-            ncols=2,
+            ncols=1 + len(unit_ids) // 16,
             markerscale=4,
             loc="center left",
             bbox_to_anchor=(1.0, 0.5),
         )
     rate_ax.set(xlabel="time (s)", ylabel="rate (Hz)")
     return fig
+
+
+def _at_most(n: int, limit: int, rng: Any) -> Any:
+    """Indices of ``n`` items, or of ``limit`` of them drawn at random, in order."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=limit, replace=False))
+
+
+def _shown(n_shown: int, n_units: int) -> str:
+    return f"top {n_shown} of {n_units} units by SNR" if n_units > n_shown else f"{n_units} units"
 
 
 def _rule(thresholds: QualityThresholds, column: str) -> tuple[str, Threshold] | None:
@@ -185,7 +251,7 @@ def _rule(thresholds: QualityThresholds, column: str) -> tuple[str, Threshold] |
     return None
 
 
-def _quality_metrics(analyzer: Any, metrics: Any, title: str, *, thresholds: QualityThresholds):
+def _quality_metrics(analyzer: Any, metrics: Any, title: str, thresholds: QualityThresholds):
     plt = _pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), layout="constrained")
     n = len(metrics)
@@ -221,3 +287,11 @@ def _quality_metrics(analyzer: Any, metrics: Any, title: str, *, thresholds: Qua
         ax.set_title(subtitle, fontsize=9)
     fig.suptitle(f"{title}: quality metrics of {n} units", fontsize=11)
     return fig
+
+
+#: Each figure's drawing function: (analyzer, metrics, title, thresholds) -> Figure.
+_DRAW = {
+    "units_summary.png": _units_summary,
+    "amplitudes.png": _amplitudes,
+    "quality_metrics.png": _quality_metrics,
+}

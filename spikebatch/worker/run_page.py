@@ -4,7 +4,8 @@ Rendered from run.json (the record), each probe's ``quality_metrics.csv`` (with 
 labels) and the report PNGs, which are embedded as data URIs, so the page opens offline,
 from a download, from a presigned URL or as a mail attachment. It shows the input and its
 verified digest, the sorter and its parameters, per-stage timings, the cost, the quality
-labels with the thresholds in force, the QC table and the figures.
+labels with the thresholds in force, the QC table and the figures. The QC table has a row
+per unit, all in the HTML; its inline script sorts it and shows it a page at a time.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from spikebatch.contract import RUN_PAGE
 from spikebatch.pages import (
+    TABLE_SCRIPT,
     Raw,
     badge,
     bar,
@@ -53,6 +55,9 @@ QC_COLUMNS = {
     "isi_violations_ratio": "ISI viol. ratio",
     "amplitude_cutoff": "amp. cutoff",
 }
+#: QC table rows shown at a time once the page's script runs (a Neuropixels hour: 300-600
+#: units). Every row stays in the HTML; without JavaScript the whole table shows.
+QC_PAGE_SIZE = 50
 _LABEL_ORDER = {label: i for i, label in enumerate(LABELS)}
 
 
@@ -129,6 +134,7 @@ def render_run_page(record: Mapping[str, Any], probes: Sequence[ProbeResults]) -
         join(body),
         heading=join(["spikebatch run ", tag("code", run_id)]),
         subtitle=subtitle,
+        script=TABLE_SCRIPT if _all_rows(probes) else "",
     )
 
 
@@ -478,7 +484,13 @@ def _qc_table(rows: list[dict[str, str]]) -> Raw:
             cells.append(row.get("label_reason") or "")
         body.append(cells)
     numeric = set(range(2 if has_labels else 1, 2 + len(columns)))
-    return table(headers, body, numeric=numeric)
+    return table(
+        headers,
+        body,
+        numeric=numeric,
+        page_size=QC_PAGE_SIZE,
+        filter_column=1 if has_labels else None,
+    )
 
 
 def _figures(probes: Sequence[ProbeResults]) -> Raw:

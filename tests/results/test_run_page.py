@@ -61,7 +61,8 @@ def test_values_from_the_record_cannot_inject_markup(finished_run):
     record["input"]["source"] = 'file:///x/<script>alert("x")</script>.nwb'
     record["sorter"]["params"]["evil"] = "<img src=x onerror=alert(1)>"
     html = run_page.render_run_page(record, [run_page.read_probe_results(finished_run.folder)])
-    assert "<script>" not in html and "<img src=x" not in html
+    assert "<script>alert" not in html and "<img src=x" not in html
+    assert html.count("<script") == 1  # the page's own table script, no other
     assert "&lt;script&gt;" in html
 
 

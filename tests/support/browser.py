@@ -1,13 +1,15 @@
 """Headless Chromium (Debian's ``chromium``) for checking spikebatch's pages as a browser sees them.
 
 ``screenshot`` writes what a person would see; ``rendered_images`` reports the decoded size
-of every ``<img>`` (0 means the browser could not show it); ``links`` lists a page's links.
+of every ``<img>`` (0 means the browser could not show it); ``probe`` runs a script in the
+loaded page (clicks, timings) and returns what it found; ``links`` lists a page's links.
 Every run is offline: a fresh profile, background networking off, and a proxy that leads
 nowhere, so a page that needed the network would show it.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -15,6 +17,7 @@ import subprocess
 import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -58,30 +61,55 @@ def screenshot(page: Path | str, png: Path, *, width: int = 1280, height: int = 
     return png
 
 
-_PROBE = (
-    "<script>window.addEventListener('load', () => {"
-    "document.body.setAttribute('data-images', JSON.stringify("
+_IMAGES = (
+    "document.body.setAttribute('data-probe', JSON.stringify("
     "Array.from(document.images).map(i => [i.alt, i.naturalWidth, i.naturalHeight])));"
-    "});</script>"
 )
 
 
 def rendered_images(page: Path) -> list[tuple[str, int, int]]:
-    """(alt, width, height) of every image once the page has loaded in Chromium.
+    """(alt, width, height) of every image once the page has loaded in Chromium."""
+    return [tuple(item) for item in probe(page, _IMAGES)]
 
-    The page is copied beside itself with a probe script appended (the page has none).
+
+def probe(page: Path, script: str, *, virtual_time: bool = True) -> Any:
+    """What ``script`` leaves in ``data-probe`` on ``<body>`` (as JSON) once the page has
+    loaded in Chromium and its own scripts have run: clicks, what is shown, timings.
+
+    The page is copied beside itself with the probe appended in a load handler.
+    ``virtual_time``: let timers run in virtual time (up to 10 s) before the DOM is dumped;
+    off, the page's clock is the wall clock (for timings).
     """
-    probe = page.with_name(f".probe-{page.name}")
-    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>"))
+    copy = page.with_name(f".probe-{page.name}")
+    handler = f"<script>window.addEventListener('load', () => {{{script}}});</script>"
+    copy.write_text(page.read_text(encoding="utf-8").replace("</body>", handler + "</body>"))
+    budget = ["--virtual-time-budget=10000"] if virtual_time else []
     try:
-        dom = _run(["--virtual-time-budget=10000", "--dump-dom", probe.resolve().as_uri()])
+        dom = _run([*budget, "--dump-dom", copy.resolve().as_uri()])
     finally:
-        probe.unlink(missing_ok=True)
-    found = re.search(r'data-images="([^"]*)"', dom)
+        copy.unlink(missing_ok=True)
+    found = re.search(r'data-probe="([^"]*)"', dom)
     if not found:
         raise RuntimeError("the page did not finish loading in chromium")
-    raw = found.group(1).replace("&quot;", '"').replace("&amp;", "&")
-    return [tuple(item) for item in json.loads(raw)]
+    return json.loads(html.unescape(found.group(1)))
+
+
+_LOAD = (
+    "const nav = performance.getEntriesByType('navigation')[0];"
+    "document.body.setAttribute('data-probe', JSON.stringify("
+    "{load: nav.loadEventStart, domContentLoaded: nav.domContentLoadedEventEnd}));"
+)
+
+
+def load_seconds(page: Path, *, repeats: int = 3) -> dict[str, float]:
+    """How long ``page`` takes to load in headless Chromium, best of ``repeats`` (seconds).
+
+    The page's own clock, from navigation start: ``load`` when its load event fires (HTML
+    parsed, its scripts run, its images loaded), ``domContentLoaded`` when the parse and
+    its inline scripts are done. The browser's start-up is not in it.
+    """
+    runs = [probe(page, _LOAD, virtual_time=False) for _ in range(repeats)]
+    return {key: min(run[key] for run in runs) / 1e3 for key in ("load", "domContentLoaded")}
 
 
 def dom_text(page: Path | str) -> str:
