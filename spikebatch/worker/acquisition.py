@@ -165,6 +165,9 @@ def session_fields(data_type: str, folder: Path, series: list[SeriesInfo]) -> di
         "subject": None,
         "devices": devices,
         "electrode_groups": groups,
+        "experimenter": None,
+        "experiment_description": None,
+        "keywords": None,
     }
 
 

@@ -1,8 +1,11 @@
 """Export stage: ``units.nwb`` (neuroconv Units table linked to the source session), inspected.
 
-The file carries the source session's identity (start time, subject, session id) and names
-the source asset, so a Units table can be matched back to the recording it came from.
-nwbinspector must report no CRITICAL issue, otherwise the stage fails.
+The file carries the source session's identity (start time, subject, session id,
+experimenter, experiment description, keywords) and names the source asset, so a Units
+table can be matched back to the recording it came from. Every column is described
+(:mod:`.nwb_columns`) and a column with no value at all (every unit NaN) is left out, so
+the archive's users read the file without guessing. nwbinspector must report no CRITICAL
+issue, otherwise the stage fails.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from spikebatch.worker import nwb_columns
 from spikebatch.worker.errors import WorkerError
 from spikebatch.worker.recording import SessionInfo
 
@@ -29,7 +35,6 @@ class UnitsNwb:
 
     def __init__(self, session: SessionInfo, *, source: str, sorter: str) -> None:
         from pynwb import NWBFile
-        from pynwb.file import Subject
 
         self.session = session
         self.source = source
@@ -41,7 +46,10 @@ class UnitsNwb:
             session_id=session.session_id,
             lab=session.lab,
             institution=session.institution,
-            subject=Subject(**session.subject) if session.subject else None,
+            subject=_subject(session),
+            experimenter=list(session.experimenter) if session.experimenter else None,
+            experiment_description=session.experiment_description,
+            keywords=list(session.keywords) if session.keywords else None,
             source_script=f"spikebatch worker: {sorter} on {source}",
             source_script_file_name="spikebatch/worker/pipeline.py",
             notes=f"Spike sorting of {source} (source NWB identifier {session.identifier}).",
@@ -57,9 +65,12 @@ class UnitsNwb:
         part: str = "",
         property_descriptions: dict[str, str] | None = None,
     ) -> int:
-        """Add one part's units (spike times, templates, quality metrics, and the sorting's
-        properties, e.g. the quality ``label``, described by ``property_descriptions``);
-        returns how many."""
+        """Add one part's units (spike times, templates, quality and template metrics, and
+        the sorting's properties, e.g. the quality ``label``); returns how many.
+
+        Columns are described by :mod:`.nwb_columns` (``property_descriptions`` adds to or
+        overrides it); one whose every value is NaN is left out.
+        """
         from neuroconv.tools.spikeinterface import add_sorting_analyzer_to_nwbfile
 
         recording = analyzer.recording
@@ -67,21 +78,30 @@ class UnitsNwb:
         groups = _unit_groups(analyzer)
         if part:  # unique names across parts (neuroconv merges units that share a name)
             sorting.set_property("unit_name", [f"{part}/{u}" for u in sorting.unit_ids])
+        _metrics_as_properties(analyzer)
+        empty = _all_nan_properties(sorting)
+        if empty:
+            log.info("export: leaving out columns with no value (all NaN): %s", ", ".join(empty))
         add_sorting_analyzer_to_nwbfile(
             analyzer,
             nwbfile=self.nwbfile,
-            metadata=self._ecephys_metadata(set(groups)),
+            metadata=self._ecephys_metadata(set(groups), recording.get_property_keys()),
             recording=recording,
-            property_descriptions=property_descriptions,
+            property_descriptions={
+                **nwb_columns.unit_descriptions(sorting.get_property_keys()),
+                **(property_descriptions or {}),
+            },
+            skip_properties=empty,
             units_description=f"Units sorted by {self.sorter} (spikebatch) from {self.source}",
         )
         self._unit_groups += groups
         self.sampling_frequency = analyzer.sampling_frequency
         return len(groups)
 
-    def _ecephys_metadata(self, groups: set[str]) -> dict[str, Any]:
+    def _ecephys_metadata(self, groups: set[str], channel_properties: list[str]) -> dict[str, Any]:
         """Devices and electrode groups as the source file describes them (neuroconv's
-        dict-based metadata, keyed by name; groups match the recording's group names)."""
+        dict-based metadata, keyed by name; groups match the recording's group names), and
+        a description of each channel property neuroconv writes to the electrodes table."""
         known = {g: i for g, i in self.session.electrode_groups.items() if g in groups}
         devices = {i["device"] for i in known.values() if i.get("device")}
         return {
@@ -101,7 +121,8 @@ class UnitsNwb:
                         **({"device_metadata_key": info["device"]} if info.get("device") else {}),
                     }
                     for name, info in sorted(known.items())
-                }
+                },
+                "Electrodes": nwb_columns.electrode_descriptions(channel_properties),
             },
         }
 
@@ -117,12 +138,53 @@ class UnitsNwb:
             if self._unit_groups and all(g in electrode_groups for g in self._unit_groups):
                 units.add_column(
                     name="electrode_group",
-                    description="the electrode group (probe or shank) of the unit's peak channel",
+                    description=nwb_columns.UNIT_COLUMNS["electrode_group"],
                     data=[electrode_groups[g] for g in self._unit_groups],
                 )
         path.parent.mkdir(parents=True, exist_ok=True)
         with NWBHDF5IO(path, mode="w") as io:
             io.write(self.nwbfile)
+
+
+def _subject(session: SessionInfo) -> Any:
+    """The source's subject (None if it names none), described as the source session's
+    subject when the source gives no description: nothing is said that the source does not."""
+    from pynwb.file import Subject
+
+    if not session.subject:
+        return None
+    fields = dict(session.subject)
+    if not fields.get("description"):
+        session_name = session.session_id or session.identifier
+        fields["description"] = (
+            f"The subject of source session {session_name}; the source file does not describe it."
+        )
+    return Subject(**fields)
+
+
+def _metrics_as_properties(analyzer: Any) -> None:
+    """Set the quality and template metrics as properties of ``analyzer.sorting`` (as the
+    ``label`` is): neuroconv then writes them with our descriptions (it would give its
+    metrics SpikeInterface's, over any passed) and can skip an all-NaN one."""
+    sorting = analyzer.sorting
+    unit_ids = list(sorting.unit_ids)
+    for extension in ("quality_metrics", "template_metrics"):
+        if not analyzer.has_extension(extension):
+            continue
+        table = analyzer.get_extension(extension).get_data()
+        for column in table.columns:
+            if column not in sorting.get_property_keys():  # the sorting's own wins, as in neuroconv
+                sorting.set_property(column, table.loc[unit_ids, column].to_numpy())
+
+
+def _all_nan_properties(sorting: Any) -> list[str]:
+    """The sorting's float properties with no value at all: columns that would say nothing."""
+    return [key for key in sorting.get_property_keys() if _all_nan(sorting.get_property(key))]
+
+
+def _all_nan(values: Any) -> bool:
+    array = np.asarray(values)
+    return array.dtype.kind == "f" and array.size > 0 and bool(np.isnan(array).all())
 
 
 def _unit_groups(analyzer: Any) -> list[str]:

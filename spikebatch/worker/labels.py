@@ -27,11 +27,15 @@ log = logging.getLogger(__name__)
 
 LABEL_COLUMN = "label"
 REASON_COLUMN = "label_reason"
-#: Column descriptions for the NWB Units table (neuroconv ``property_descriptions``).
+#: Column descriptions for the NWB Units table (part of :mod:`.nwb_columns`' table).
 NWB_PROPERTY_DESCRIPTIONS = {
     LABEL_COLUMN: (
         "Automatic quality label (good, mua or noise) from spikebatch's documented "
         "thresholds on the quality and template metrics (bombcell rule, SpikeInterface)."
+    ),
+    REASON_COLUMN: (
+        "Why the unit is not labelled good: each threshold it failed, with its value "
+        "(empty for a good unit)."
     ),
 }
 

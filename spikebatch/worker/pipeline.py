@@ -515,9 +515,7 @@ def _sort_part(
     with job.stage("export"):
         sorting.save(folder=where / "sorting", overwrite=True)
         labels.set_label_property(analyzer.sorting, unit_labels)  # the NWB's label column
-        units_nwb.add(
-            analyzer, part=part.key, property_descriptions=labels.NWB_PROPERTY_DESCRIPTIONS
-        )
+        units_nwb.add(analyzer, part=part.key)
         job.record["phy"].append(_export_phy(job, analyzer, unit_labels, part, where, last=last))
         title = f"{settings.sorter} · {Path(job.record['input']['source']).name}"
         report.write_report(

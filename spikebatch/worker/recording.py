@@ -47,6 +47,11 @@ class SessionInfo:
     devices: dict[str, dict[str, str | None]] = field(default_factory=dict)
     #: name -> {"description", "location", "device"}: each probe's (or shank's) group.
     electrode_groups: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    #: Who ran the experiment, what it was and its keywords, as the source file says (None
+    #: where it says nothing; SpikeGLX and Open Ephys never do).
+    experimenter: tuple[str, ...] | None = None
+    experiment_description: str | None = None
+    keywords: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,4 +241,16 @@ def read_session(source: Path | Source, series: list[SeriesInfo] | None = None) 
                 }
                 for name, g in nwb.electrode_groups.items()
             },
+            experimenter=_strings(nwb.experimenter),
+            experiment_description=nwb.experiment_description or None,
+            keywords=_strings(nwb.keywords),
         )
+
+
+def _strings(value: Any) -> tuple[str, ...] | None:
+    """A text array of the file (read lazily by pynwb) as a tuple; None when empty or absent."""
+    if value is None:
+        return None
+    values = [value] if isinstance(value, str) else value[:]
+    texts = tuple(str(v) for v in values if str(v).strip())
+    return texts or None

@@ -18,9 +18,11 @@ sample shifts (so the phase-shift step runs on it).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -169,12 +171,17 @@ def _generate_drifting(spec: GroundTruthSpec, probe=None):
 
 
 def write_ground_truth_nwb(
-    folder: Path, spec: GroundTruthSpec | None = None, *, units_table: bool = False
+    folder: Path,
+    spec: GroundTruthSpec | None = None,
+    *,
+    units_table: bool = False,
+    session: Mapping[str, Any] | None = None,
 ) -> GroundTruthFiles:
     """Write ``folder/ground_truth.nwb`` and ``folder/ground_truth_sorting/``; return their paths.
 
     ``units_table`` also writes the truth into the NWB's units table (``GROUND_TRUTH=units``):
-    unit names ``<probe>-<id>``, each with its probe's (first) electrode group.
+    unit names ``<probe>-<id>``, each with its probe's (first) electrode group. ``session``:
+    more NWBFile fields (``experimenter``, ``keywords``...), for a source that names them.
     """
     from neuroconv.tools.nwb_helpers import configure_backend, get_default_backend_configuration
     from neuroconv.tools.spikeinterface import add_recording_to_nwbfile
@@ -197,6 +204,7 @@ def write_ground_truth_nwb(
         lab="spikebatch CI",
         institution="spikebatch",
         subject=Subject(subject_id="sim01", species="Mus musculus", sex="U", age="P90D"),
+        **(session or {}),
     )
     series_names, sorting_dirs, locations = [], {}, []
     for index, probe in enumerate(probes):

@@ -5,20 +5,28 @@ worker runs with no ELECTRICAL_SERIES_PATH THEN each probe is sorted one after t
 the same job, its sorting, QC and figures land under ``probes/<series>/``, and one
 ``units.nwb`` holds every probe's units, each tied to its probe's electrode group.
 ``SORT_BY_GROUP`` sorts each shank (channel group) on its own. Single-series runs keep the
-flat layout (``tests/worker/test_worker_e2e.py``).
+flat layout (``tests/worker/test_worker_e2e.py``). That ``units.nwb`` reads without
+guessing: every column described, none all NaN, the source's experimenter, experiment
+description and keywords carried over.
 """
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from spikebatch.worker import layout
+from spikebatch.worker import layout, nwb_columns, sort
 from spikebatch.worker.__main__ import main
 from spikebatch.worker.errors import InputError
 from spikebatch.worker.layout import SeriesInfo
-from tests.support.ground_truth import GroundTruthSpec, score, write_ground_truth_nwb
+from tests.support.ground_truth import (
+    GroundTruthFiles,
+    GroundTruthSpec,
+    score,
+    write_ground_truth_nwb,
+)
 from tests.worker.helpers import s3_json, s3_keys
 
 FAST_SORTER = {"SORTER": "simple", "SORTER_PARAMS": '{"seed": 0}'}
@@ -115,6 +123,96 @@ def test_sort_by_group_sorts_each_shank_on_its_own(two_probe_gt, bucket, scratch
     units = _electrode_groups_of_units(_units_table(bucket, "results/by-shank/units.nwb", tmp_path))
     for name, group, _ in units:
         assert name.startswith(f"ElectricalSeriesProbe1-{group}/")  # each shank's own units
+
+
+#: What a lab's session file says about the experiment (pynwb NWBFile fields).
+SOURCE_SESSION = {
+    "experimenter": ["Doe, Jane", "Roe, Richard"],
+    "experiment_description": "Spontaneous activity in mouse visual cortex, two probes",
+    "keywords": ["ecephys", "visual cortex"],
+}
+
+
+def _kilosort_like(truth: GroundTruthFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sorter stood in by each probe's true units, carrying Kilosort's properties (as
+    SpikeInterface's Kilosort reader sets them), one property with no value (all NaN) and
+    one with a value on a single unit of the second probe."""
+    from spikeinterface.core import NumpySorting
+
+    def run_sort(recording, sorter, params, folder, job_kwargs):
+        sorting = NumpySorting.from_sorting(truth.load_sorting(folder.name))
+        n = sorting.get_num_units()
+        sorting.set_property("original_cluster_id", np.arange(n))
+        sorting.set_property("KSLabel", np.array(["good", "mua"] * n)[:n])
+        sorting.set_property("KSLabel_repeat", np.array(["good", "mua"] * n)[:n])
+        sorting.set_property("ContamPct", np.linspace(0.0, 40.0, n))
+        sorting.set_property("Amplitude", np.linspace(20.0, 60.0, n))
+        sorting.set_property("unmeasured", np.full(n, np.nan))
+        partly = np.full(n, np.nan)
+        partly[0] = 1.0 if folder.name.endswith("Probe1") else np.nan
+        sorting.set_property("partly_measured", partly)
+        return sorting
+
+    monkeypatch.setattr(sort, "run_sort", run_sort)
+
+
+def test_units_nwb_is_described_and_carries_the_sources_experiment(tmp_path, monkeypatch):
+    from nwbinspector import inspect_nwbfile
+    from pynwb import NWBHDF5IO
+
+    truth = write_ground_truth_nwb(
+        tmp_path / "gt",
+        GroundTruthSpec(duration_s=4.0, num_channels=8, num_units=3, seed=3, n_probes=2),
+        session=SOURCE_SESSION,
+    )
+    _kilosort_like(truth, monkeypatch)
+    env = {
+        "INPUT_URI": truth.nwb.as_uri(),
+        "OUTPUT_URI": (tmp_path / "out").as_uri(),
+        "SCRATCH_DIR": str(tmp_path / "scratch"),
+        "RUN_ID": "described",
+        "SORTER": "simple",
+    }
+
+    assert main(env) == 0
+
+    path = tmp_path / "out" / "described" / "units.nwb"
+    found = {(m.check_function_name, m.object_name) for m in inspect_nwbfile(nwbfile_path=path)}
+    assert not {name for check, name in found if check == "check_description"}  # none missing
+    assert not {name for check, name in found if check == "check_col_not_nan"}
+    for check in ("check_experimenter_exists", "check_experiment_description", "check_keywords"):
+        assert check not in {c for c, _ in found}
+    with NWBHDF5IO(path, "r") as io:
+        nwb = io.read()
+        assert nwb.experimenter == tuple(SOURCE_SESSION["experimenter"])
+        assert nwb.experiment_description == SOURCE_SESSION["experiment_description"]
+        assert list(nwb.keywords[:]) == SOURCE_SESSION["keywords"]
+        assert "gt-seed3" in nwb.subject.description  # the source session's, nothing invented
+        units = nwb.units
+        assert units["KSLabel"].description == nwb_columns.UNIT_COLUMNS["KSLabel"]
+        assert units["snr"].description == nwb_columns.UNIT_COLUMNS["snr"]
+        assert units["unit_name"].description == nwb_columns.UNIT_COLUMNS["unit_name"]
+        assert "no description of it" in units["partly_measured"].description
+        assert "unmeasured" not in units.colnames
+        partly = units["partly_measured"][:]
+        assert np.isnan(partly).sum() == len(partly) - 1  # kept: it has one value
+        assert "no description of it" not in nwb.electrodes["noise_level_mad_scaled"].description
+
+
+def test_every_metric_and_label_column_has_a_description():
+    from spikebatch.quality import QUALITY_METRIC_COLUMNS, TEMPLATE_METRIC_COLUMNS
+    from spikebatch.worker.labels import LABEL_COLUMN, REASON_COLUMN
+
+    named = [*QUALITY_METRIC_COLUMNS, *TEMPLATE_METRIC_COLUMNS, LABEL_COLUMN, REASON_COLUMN]
+    assert set(named) <= set(nwb_columns.UNIT_COLUMNS)
+    for description in [
+        *nwb_columns.UNIT_COLUMNS.values(),
+        *nwb_columns.ELECTRODE_COLUMNS.values(),
+    ]:
+        assert len(description) > 30 and description.endswith(".")
+    assert nwb_columns.unit_descriptions(["a_sorters_own"])["a_sorters_own"].startswith(
+        "The unit property 'a_sorters_own'"
+    )
 
 
 def _info(path: str, rate: float | None, channels: int = 384) -> SeriesInfo:

@@ -292,6 +292,8 @@ def test_a_two_probe_spikeglx_run_on_s3_is_sorted_scored_and_published_per_probe
         assert "PRB_1_4_0480_1" in nwb.devices["Neuropixels imec0"].description
         assert nwb.session_start_time.isoformat().startswith("2026-01-05T10:11:12")
         assert len(nwb.units) == 2 * SPEC.num_units
+        # SpikeGLX names no subject, experimenter or keywords: none is made up.
+        assert nwb.subject is None and nwb.experimenter is None and nwb.keywords is None
     assert not (tmp_path / "scratch" / "sglx").exists()  # the input is freed with the rest
 
 
