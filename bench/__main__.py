@@ -1,6 +1,7 @@
 """``python -m bench`` (``make bench``): run the benchmarks, print ratios next to targets.
 
-Usage: ``python -m bench [ingest convert scale publish overlap campaign] [--quick]``. ``--quick``
+Usage: ``python -m bench [ingest convert scale postsort pages publish overlap campaign]
+[--quick]``. ``--quick``
 shrinks the data (for a smoke run; its ratios are not the ones to quote). Every row has a
 target; the exit status is 1 when any target is missed.
 """
@@ -14,10 +15,10 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import campaign, convert, ingest, overlap, publish, scale
+from bench import campaign, convert, ingest, overlap, pages, postsort, publish, scale
 from bench.common import BenchResult, GiB, MiB, scratch_dir
 
-NAMES = ("ingest", "convert", "scale", "publish", "overlap", "campaign")
+NAMES = ("ingest", "convert", "scale", "postsort", "pages", "publish", "overlap", "campaign")
 
 
 def _print(result: BenchResult) -> None:
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             "ingest": lambda: ingest.run(size=size),
             "convert": lambda: convert.run(nwb),
             "scale": lambda: scale.run(quick=args.quick),
+            "postsort": lambda: postsort.run(quick=args.quick),
+            "pages": pages.run,
             "publish": publish.run,
             "overlap": lambda: overlap.run(nwb),
             "campaign": campaign.run,

@@ -112,8 +112,39 @@ FAST_FILTER_STEPS = frozenset({"bandpass", "common_reference"})
 SLOW_FILTER_STEPS = frozenset({"highpass", "notch"})
 #: ``estimate(preprocessing=...)``'s default: the sorter's declared default.
 SORTER_DEFAULT = "sorter default"
-#: SortingAnalyzer + quality metrics + export, per recording second (assumed).
-POSTPROCESS_S_PER_RECORDING_S = 0.08
+
+
+@dataclass(frozen=True)
+class PostSortRates:
+    """What the worker does after the sort (analyzer and extensions, quality metrics, labels,
+    ``sorting/``, ``phy/`` with every spike's PC features, figures, the units NWB, the run
+    page) at 384 channels and ``units``: a fixed part and a part per recording second, each
+    split into what runs in one process and what SpikeInterface spreads over the vCPUs
+    (vCPU-seconds). Units, spikes and traces all grow with the channels: so does the time."""
+
+    units: int
+    serial_s: float
+    serial_s_per_recording_s: float
+    vcpu_s: float
+    vcpu_s_per_recording_s: float
+
+    def seconds(self, duration_s: float, n_channels: int, vcpus: int) -> float:
+        scale = max(n_channels, 1) / NEUROPIXELS_CHANNELS
+        fixed = self.serial_s + self.vcpu_s / vcpus
+        per_s = self.serial_s_per_recording_s + self.vcpu_s_per_recording_s / vcpus
+        return scale * (fixed + per_s * duration_s)
+
+
+#: Measured: ``make bench`` postsort (``bench/postsort.py``), 384 channels, 400 units at
+#: 2-15 Hz (8.5 Hz mean: 12 M spikes an hour), 5 and 10 minutes, 2 vCPUs, Intel Xeon,
+#: 2026-12-07; a line through the two durations per step.
+POST_SORT = PostSortRates(
+    units=400,
+    serial_s=40.0,
+    serial_s_per_recording_s=0.01,
+    vcpu_s=60.0,
+    vcpu_s_per_recording_s=0.1,
+)
 PUBLISH_S = 30.0
 
 #: GPU speed relative to the T4 for Kilosort (assumed from NVIDIA data sheets: A10G has
@@ -164,7 +195,7 @@ def _derive_ks3_t4() -> float:
         startup_seconds(spec.name)
         + nbytes / S3_STREAM_BPS
         + nbytes / (ANCHOR_CONVERT_BPS_PER_VCPU * spec.vcpus)
-        + duration * POSTPROCESS_S_PER_RECORDING_S
+        + POST_SORT.seconds(duration, NEUROPIXELS_CHANNELS, spec.vcpus)
         + PUBLISH_S
     )
     return (job_s - others) / duration
@@ -311,7 +342,7 @@ def estimate(
         "fetch": fetched / fetch_bytes_per_s(spec.name, fetch_streams),
         "convert": nbytes / (convert_rate * spec.vcpus),
         "sort": sort_seconds(sorter, spec.gpu_model, duration_s, n_channels),
-        "postprocess": duration_s * POSTPROCESS_S_PER_RECORDING_S,
+        "postprocess": POST_SORT.seconds(duration_s, n_channels, spec.vcpus),
         "publish": PUBLISH_S,
     }
     price = spec.spot_usd_per_hour if spot else spec.on_demand_usd_per_hour

@@ -43,8 +43,6 @@ GiB = 1024**3
 MAX_SPIKES_PER_UNIT = 500
 WAVEFORM_MS_BEFORE = 1.0
 WAVEFORM_MS_AFTER = 2.0
-CORRELOGRAM_WINDOW_MS = 50.0
-CORRELOGRAM_BIN_MS = 1.0
 #: Bounds for the analyzer's size, which depends on units not known before sorting
 #: (assumed, on the high side: Neuropixels sorts give 0.5-1.5 units per channel at a few Hz;
 #: SpikeInterface's 100 um sparsity keeps ~20-40 Neuropixels contacts per unit).
@@ -96,34 +94,55 @@ class Part:
         return replace(self, n_frames=min(self.n_frames, round(seconds * self.sampling_frequency)))
 
 
-def _units_spikes_samples_channels(part: Part) -> tuple[int, float, int, int]:
-    """The high-side sizes the analyzer and results bounds share: units, spikes per unit,
-    samples per waveform, sparse channels per unit."""
+@dataclass(frozen=True, slots=True)
+class Sorted:
+    """What a sort found, known once it has run: the bounds below then use these in place of
+    their high-side guesses (units, spikes and the analyzer's channels per unit)."""
+
+    units: int
+    spikes: int
+    sparse_channels: int
+
+
+def _units_spikes_samples_channels(
+    part: Part, found: Sorted | None = None
+) -> tuple[int, float, int, int]:
+    """The sizes the analyzer and results bounds share: units, spikes per unit, samples per
+    waveform, sparse channels per unit (high-side guesses unless ``found``)."""
+    samples = round((WAVEFORM_MS_BEFORE + WAVEFORM_MS_AFTER) * part.sampling_frequency / 1000)
+    if found is not None:
+        units = max(found.units, 1)
+        return units, found.spikes / units, samples, found.sparse_channels
     units = math.ceil(ANALYZER_UNITS_PER_CHANNEL * part.n_channels)
     spikes_per_unit = ANALYZER_FIRING_HZ * part.duration_s
-    samples = round((WAVEFORM_MS_BEFORE + WAVEFORM_MS_AFTER) * part.sampling_frequency / 1000)
     return units, spikes_per_unit, samples, min(part.n_channels, ANALYZER_SPARSE_CHANNELS)
 
 
-def analyzer_bytes(part: Part) -> int:
+def analyzer_bytes(part: Part, found: Sorted | None = None) -> int:
     """An upper bound on one part's SortingAnalyzer folder (waveforms dominate)."""
-    units, spikes_per_unit, samples, sparse = _units_spikes_samples_channels(part)
+    units, spikes_per_unit, samples, sparse = _units_spikes_samples_channels(part, found)
     waveforms = units * min(MAX_SPIKES_PER_UNIT, spikes_per_unit) * samples * sparse * 4
     templates = units * samples * part.n_channels * 4 * 2  # average and std
     spikes = units * spikes_per_unit * ANALYZER_BYTES_PER_SPIKE
-    bins = round(2 * CORRELOGRAM_WINDOW_MS / CORRELOGRAM_BIN_MS)
-    pairwise = units * units * (bins + 1) * 8  # correlograms, template similarity
+    pairwise = units * units * 8  # template similarity
     return int(waveforms + templates + spikes + pairwise)
 
 
-def published_bytes(part: Part) -> int:
+def published_bytes(part: Part, found: Sorted | None = None) -> int:
     """An upper bound on what one part leaves in ``results/`` (``sorting/``, ``phy/`` without
     its PC features; the CSV, figures and NWB are small beside them)."""
-    units, spikes_per_unit, samples, sparse = _units_spikes_samples_channels(part)
+    units, spikes_per_unit, samples, sparse = _units_spikes_samples_channels(part, found)
     spikes = units * spikes_per_unit * (SORTING_BYTES_PER_SPIKE + PHY_BYTES_PER_SPIKE)
     waveforms = units * min(PHY_WAVEFORMS_PER_UNIT, spikes_per_unit) * samples * sparse * 4
     templates = units * samples * sparse * 8 + units * units * 8  # and their similarity
     return int(spikes + waveforms + templates)
+
+
+def post_sort_bytes(part: Part, found: Sorted) -> int:
+    """What the stages after the sort add to the scratch for one part, once its sort is
+    known: the analyzer, the results and phy's PC features (``bench.postsort`` measures it)."""
+    pcs = phy_pc_features_bytes(found.spikes, found.sparse_channels)
+    return analyzer_bytes(part, found) + published_bytes(part, found) + pcs
 
 
 def phy_pc_features_bytes(n_spikes: int, channels: int) -> int:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from spikebatch.quality import TEMPLATE_METRIC_COLUMNS
-from spikebatch.worker.phy_pcs import compute_pc_models
 from spikebatch.scratch import PHY_WAVEFORMS_PER_UNIT, phy_pc_features_bytes
 from spikebatch.worker.labels import LABEL_COLUMN, REASON_COLUMN, UnitLabels
 
@@ -94,6 +93,8 @@ def export_phy(
     spike, the largest file for long recordings).
     """
     from spikeinterface.exporters import export_to_phy
+
+    from spikebatch.worker.phy_pcs import compute_pc_models
 
     folder = Path(folder)
     analyzer = _without_empty_units(analyzer)

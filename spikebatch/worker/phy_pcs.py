@@ -77,9 +77,11 @@ def _fit_channels(extension: Any, channels: np.ndarray) -> list[Any]:
     }
     sparsity = extension.sorting_analyzer.sparsity
     for unit_id in extension.sorting_analyzer.unit_ids:
-        if sparsity is not None:  # skip a unit with none of these channels before slicing it
-            if not models.keys() & set(sparsity.unit_id_to_channel_indices[unit_id].tolist()):
-                continue
+        # A unit with none of these channels is skipped before its waveforms are sliced.
+        if sparsity is not None and not models.keys() & set(
+            sparsity.unit_id_to_channel_indices[unit_id].tolist()
+        ):
+            continue
         waveforms, channel_inds, _ = extension._get_sparse_waveforms(unit_id)
         if len(waveforms) < params["n_components"]:
             continue

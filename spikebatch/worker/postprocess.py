@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from spikebatch.scratch import (
-    CORRELOGRAM_BIN_MS,
-    CORRELOGRAM_WINDOW_MS,
     MAX_SPIKES_PER_UNIT,
     WAVEFORM_MS_AFTER,
     WAVEFORM_MS_BEFORE,
@@ -34,7 +32,10 @@ QUALITY_METRICS = [
 ]
 
 #: What the analyzer computes; the sizes that bound its folder are shared with the scratch
-#: budget (``spikebatch.scratch``).
+#: budget (``spikebatch.scratch``). Each is read by something published: the figures
+#: (locations, amplitudes), the quality metrics (noise levels), phy (similarity) or the NWB.
+#: Not correlograms: nothing read them (phy draws its own), and over all unit pairs they were
+#: the one step that grows with units squared times the duration (bench.postsort).
 _EXTENSIONS: dict[str, dict[str, Any]] = {
     "random_spikes": {"method": "uniform", "max_spikes_per_unit": MAX_SPIKES_PER_UNIT, "seed": 0},
     "waveforms": {"ms_before": WAVEFORM_MS_BEFORE, "ms_after": WAVEFORM_MS_AFTER},
@@ -42,7 +43,6 @@ _EXTENSIONS: dict[str, dict[str, Any]] = {
     "noise_levels": {},
     "spike_amplitudes": {},
     "unit_locations": {"method": "monopolar_triangulation"},
-    "correlograms": {"window_ms": CORRELOGRAM_WINDOW_MS, "bin_ms": CORRELOGRAM_BIN_MS},
     "template_similarity": {},
 }
 
@@ -53,6 +53,17 @@ SHARED_MEMORY_DIR = Path("/dev/shm")
 #: The window SpikeInterface's sparsity estimate uses (``estimate_sparsity`` defaults, ms).
 _SPARSITY_MS_BEFORE, _SPARSITY_MS_AFTER = 1.0, 2.5
 _SHM_HEADROOM = 0.9
+_SHM_WORKER_MARGIN = 1 << 20
+
+
+def shared_memory_per_worker(n_units: int, n_channels: int, sampling_frequency: float) -> int:
+    """/dev/shm one worker of the sparsity estimate holds: dense float32 templates (units x
+    samples x channels) and a page-sized margin (measured: ``bench.postsort``, 400 units x
+    384 channels, 2 workers: 129.06 MB, this formula's templates 129.02 MB)."""
+    samples = int(_SPARSITY_MS_BEFORE * sampling_frequency / 1000.0) + int(
+        _SPARSITY_MS_AFTER * sampling_frequency / 1000.0
+    )
+    return max(1, n_units * samples * n_channels * 4) + _SHM_WORKER_MARGIN
 
 
 def shared_memory_workers(
@@ -60,15 +71,13 @@ def shared_memory_workers(
 ) -> int:
     """How many workers the sparsity estimate may use so that it fits in /dev/shm.
 
-    ``create_sorting_analyzer(sparse=True)`` accumulates dense float32 templates (units x
-    samples x channels) per worker in shared memory; past the tmpfs's size the process dies
-    of SIGBUS, with no error and no run.json to say why. Fewer workers is slower but
-    finishes; when even one does not fit, this raises one line that says what to change.
+    ``create_sorting_analyzer(sparse=True)``, for a sorting that names no main channels,
+    accumulates templates per worker in shared memory (:func:`shared_memory_per_worker`);
+    past the tmpfs's size the process dies of SIGBUS, with no error and no run.json to say
+    why. Fewer workers is slower but finishes; when even one does not fit, this raises one
+    line that says what to change.
     """
-    samples = int(_SPARSITY_MS_BEFORE * sampling_frequency / 1000.0) + int(
-        _SPARSITY_MS_AFTER * sampling_frequency / 1000.0
-    )
-    per_worker = max(1, n_units * samples * n_channels * 4)
+    per_worker = shared_memory_per_worker(n_units, n_channels, sampling_frequency)
     fits = int(free_bytes * _SHM_HEADROOM // per_worker)
     if fits < 1:
         raise WorkerError(

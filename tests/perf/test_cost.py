@@ -41,9 +41,14 @@ def test_parallel_fetch_is_bounded_by_network_and_hashing() -> None:
 def test_stages_scale_with_their_drivers() -> None:
     half = cost.estimate(HOUR / 2, NP, instance_type="g4dn.2xlarge")
     full = cost.estimate(HOUR, NP, instance_type="g4dn.2xlarge")
-    for stage in ("fetch", "convert", "sort", "postprocess"):
+    for stage in ("fetch", "convert", "sort"):
         assert full.stage_seconds[stage] == pytest.approx(2 * half.stage_seconds[stage], rel=1e-3)
     assert full.stage_seconds["startup"] == half.stage_seconds["startup"]
+    # After the sort: a part per unit (fixed in duration) and a part per recording second.
+    quarter = cost.estimate(HOUR / 4, NP, instance_type="g4dn.2xlarge")
+    post = [r.stage_seconds["postprocess"] for r in (quarter, half, full)]
+    assert post[2] - post[1] == pytest.approx(2 * (post[1] - post[0]), abs=0.2)
+    assert post[0] > 0 and post[2] < 2 * post[1]
 
     compressed = cost.estimate(HOUR, NP, instance_type="g4dn.2xlarge", input_bytes=10**9)
     assert compressed.stage_seconds["fetch"] < full.stage_seconds["fetch"]
@@ -53,6 +58,7 @@ def test_stages_scale_with_their_drivers() -> None:
     assert more_cpus.stage_seconds["convert"] == pytest.approx(
         full.stage_seconds["convert"] / 2, rel=1e-3
     )
+    assert more_cpus.stage_seconds["postprocess"] < full.stage_seconds["postprocess"]
     # Kilosort's default CPU preprocessing is the phase shift; null and bandpass+CMR differ.
     lean = cost.estimate(HOUR, NP, instance_type="g4dn.2xlarge", preprocessing=None)
     filtered = cost.estimate(

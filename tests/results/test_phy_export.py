@@ -174,3 +174,28 @@ def test_the_pc_features_are_sized_before_they_are_written(analyzer, tmp_path):
     phy_export.export_phy(analyzer, tmp_path / "phy", job_kwargs={"n_jobs": 1})
     data = np.load(tmp_path / "phy" / "pc_features.npy", mmap_mode="r")
     assert phy_export.pc_features_bytes(analyzer) == data.nbytes > 0
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_the_pc_models_are_the_ones_spikeinterface_fits(analyzer, n_jobs):
+    """phy's PCA models are fitted channel by channel (phy_pcs, to scale to 400 units): the
+    same models, and so the same PC features in phy, as SpikeInterface's own unit-by-unit fit."""
+    from spikebatch.worker.phy_pcs import PC_PARAMS, compute_pc_models
+
+    ours, theirs = analyzer.save_as(format="memory"), analyzer.save_as(format="memory")
+    compute_pc_models(ours, n_jobs)
+    theirs.compute("principal_components", **PC_PARAMS, n_jobs=1, progress_bar=False)
+    ours_ext = ours.get_extension("principal_components")
+    theirs_ext = theirs.get_extension("principal_components")
+    fitted = 0
+    for channel in analyzer.channel_ids:
+        key = f"pca_model_by_channel_local_{channel}"
+        mine, reference = ours_ext.data[key], theirs_ext.data[key]
+        assert hasattr(mine, "components_") == hasattr(reference, "components_")
+        if hasattr(reference, "components_"):
+            fitted += 1
+            np.testing.assert_array_equal(mine.components_, reference.components_)
+            np.testing.assert_array_equal(mine.mean_, reference.mean_)
+            np.testing.assert_array_equal(mine.explained_variance_, reference.explained_variance_)
+    assert fitted > 0
+    np.testing.assert_array_equal(ours_ext.get_data(), theirs_ext.get_data())

@@ -29,5 +29,5 @@ def test_when_not_even_one_worker_fits_the_error_names_both_numbers():
     with pytest.raises(WorkerError) as raised:
         shared_memory_workers(4, 2000, 384, 30_000.0, 64 * MiB)
     message = str(raised.value)
-    assert "needs 308 MiB of shared memory (2000 units x 384 channels)" in message
+    assert "needs 309 MiB of shared memory (2000 units x 384 channels)" in message
     assert "/dev/shm has 64 MiB free" in message and "--shm-size" in message
