@@ -86,8 +86,8 @@ def make_traces(folder: Path, duration_s: float, n_units: int) -> tuple[Path, Pa
 
 
 #: Steps whose work SpikeInterface spreads over the job's ``n_jobs`` (chunks of the traces, or
-#: phy's channels): on an instance they run ``vCPUs / n_jobs`` times faster. The others run
-#: in one process, whatever the instance.
+#: phy's channels): their CPU seconds, divided by an instance's vCPUs, are their time there.
+#: The others run in one process, whatever the instance.
 PARALLEL_STEPS = frozenset({"analyzer", "waveforms", "noise_levels", "spike_amplitudes", "phy"})
 HOUR_S = 3600.0
 #: Targets (issue 21).
@@ -116,34 +116,37 @@ def _measure(args: list[str]) -> dict[str, Any]:
 
 def fit_rates(one: dict[str, Any], two: dict[str, Any]) -> tuple[Any, dict[str, tuple]]:
     """The cost model's :class:`~spikebatch.cost.PostSortRates` from two durations at the same
-    units: per step a line through the two (fixed + per recording second, neither below
-    zero), summed apart for :data:`PARALLEL_STEPS` (as vCPU-seconds: x ``n_jobs``) and the
-    rest. Also each step's (fixed, per second, parallel) for the breakdown."""
+    units. Each step counts its CPU seconds, its workers' included: a step in
+    :data:`PARALLEL_STEPS` as vCPU-seconds (another machine divides them by its vCPUs), any
+    other as its time in one process. CPU time, not wall time: other load on the machine
+    stretches the wall clock, not the work (the serial steps compute; they wait on no I/O
+    worth a second here). Per step a line through the two durations (fixed + per recording
+    second, neither below zero). Also each step's (fixed, per second, parallel)."""
     from spikebatch.cost import PostSortRates
 
     d1, d2 = one["duration_s"], two["duration_s"]
     steps = {}
     for name, first in one["steps"].items():
-        t1, t2 = first["seconds"], two["steps"][name]["seconds"]
+        parallel = name in PARALLEL_STEPS
+        t1, t2 = first["cpu_s"], two["steps"][name]["cpu_s"]
         slope = max(0.0, (t2 - t1) / (d2 - d1))
-        steps[name] = (max(0.0, t1 - slope * d1), slope, name in PARALLEL_STEPS)
-    n_jobs = one["n_jobs"]
+        steps[name] = (max(0.0, t1 - slope * d1), slope, parallel)
     serial = [v for v in steps.values() if not v[2]]
     parallel = [v for v in steps.values() if v[2]]
     rates = PostSortRates(
         units=one["units"],
         serial_s=round(sum(v[0] for v in serial), 2),
         serial_s_per_recording_s=round(sum(v[1] for v in serial), 5),
-        vcpu_s=round(n_jobs * sum(v[0] for v in parallel), 2),
-        vcpu_s_per_recording_s=round(n_jobs * sum(v[1] for v in parallel), 5),
+        vcpu_s=round(sum(v[0] for v in parallel), 2),
+        vcpu_s_per_recording_s=round(sum(v[1] for v in parallel), 5),
     )
     return rates, steps
 
 
-def step_hours(steps: dict[str, tuple], n_jobs: int, vcpus: int) -> dict[str, float]:
-    """Each step's seconds for an hour on ``vcpus`` (parallel steps ``vcpus / n_jobs`` faster)."""
+def step_hours(steps: dict[str, tuple], vcpus: int) -> dict[str, float]:
+    """Each step's seconds for an hour on ``vcpus`` (a parallel step's vCPU-seconds / vcpus)."""
     return {
-        name: (fixed + slope * HOUR_S) / (vcpus / n_jobs if parallel else 1.0)
+        name: (fixed + slope * HOUR_S) / (vcpus if parallel else 1.0)
         for name, (fixed, slope, parallel) in steps.items()
     }
 
@@ -169,7 +172,7 @@ def run(quick: bool = False) -> BenchResult:
     _print_steps(rows)
     spec = cost.get_instance(cost.default_job(HOUR_S, sorter="kilosort4").instance_type)
     rates, steps = fit_rates(one_x, longest)
-    hour = step_hours(steps, one_x["n_jobs"], spec.vcpus)
+    hour = step_hours(steps, spec.vcpus)
     hour_total = rates.seconds(HOUR_S, CHANNELS, spec.vcpus)
     sort_s = cost.sort_seconds("kilosort4", spec.gpu_model or "", HOUR_S, CHANNELS)
     print(f"  cost model (spikebatch.cost.POST_SORT): {rates}")
