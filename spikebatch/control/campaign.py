@@ -284,8 +284,14 @@ def _state(
     status.json of that job decides; a job whose events have not come yet is in flight.
     """
     status = records.statuses.get(run_id)
-    submissions: list[tuple[str, str | None]] = [
-        (str(array.get("submitted_at") or ""), f"{array['job_id']}:{child.get('array_index')}")
+    # (submitted at, attempt, job id): timestamps are to the second, so two submissions in
+    # one second are told apart by the attempt counter, never by the job ids' random order.
+    submissions: list[tuple[str, int, str | None]] = [
+        (
+            str(array.get("submitted_at") or ""),
+            int(child.get("attempt") or 1),
+            f"{array['job_id']}:{child.get('array_index')}",
+        )
         for array, child in records.memberships.get(run_id, [])
     ]
     own = records.requests.get(run_id)
@@ -293,11 +299,13 @@ def _state(
         job_id = own.get("job_id")
         if not job_id and own.get("parent_run_id") is None and find_single(own):
             job_id = "found in Batch"  # submitted, but its record never got the id
-        submissions.append((str(own.get("submitted_at") or ""), job_id or None))
-    latest = max(submissions, default=None)
-    if latest is None or latest[1] is None:
+        submissions.append(
+            (str(own.get("submitted_at") or ""), int(own.get("attempt") or 1), job_id or None)
+        )
+    latest = max(submissions, key=lambda s: s[:2], default=None)
+    if latest is None or latest[2] is None:
         return _status_state(status) if status is not None else None
-    if status is not None and status.get("job_id") == latest[1]:
+    if status is not None and status.get("job_id") == latest[2]:
         return _status_state(status)
     return IN_FLIGHT
 
