@@ -28,6 +28,8 @@ import numpy as np
 
 #: Microvolts per int16 step (Intan's resolution); keeps ~5 uV noise well resolved.
 GAIN_UV = 0.195
+#: How far past the outermost contacts units may sit (um), SpikeInterface's placement.
+UNIT_MARGIN_UM = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,17 +73,29 @@ class GroundTruthFiles:
         return si.load(self.sorting_dirs[series] if series else self.sorting_dir)
 
 
-def generate_recording(spec: GroundTruthSpec, *, probe=None, gain_uv: float = GAIN_UV):
+def generate_recording(
+    spec: GroundTruthSpec,
+    *,
+    probe=None,
+    gain_uv: float = GAIN_UV,
+    unit_margin_um: float = UNIT_MARGIN_UM,
+    adc_delays: np.ndarray | None = None,
+):
     """The in-memory ground truth: ``(recording_int16, sorting)``; the recording carries a probe.
 
     ``probe`` (a wired probeinterface ``Probe``): generate on that geometry instead of the
     ``num_columns`` x 20 um grid (``num_channels`` is then its contact count); ``gain_uv``: the
-    microvolts per int16 step of the returned recording.
+    microvolts per int16 step of the returned recording; ``unit_margin_um``: how far past the
+    outermost contacts units may sit; ``adc_delays`` (samples, one per channel): each channel
+    is written as sampled that much after the spike's time, as a multiplexed ADC samples it
+    (:func:`delay_templates`), so that the phase shift undoes it as on a real probe.
     """
     from spikeinterface.core import generate_ground_truth_recording
     from spikeinterface.preprocessing import scale
 
     if spec.drift_um > 0:
+        if adc_delays is not None or unit_margin_um != UNIT_MARGIN_UM:
+            raise ValueError("ADC delays and unit margins are simulated on a static probe only")
         recording, sorting = _generate_drifting(spec, probe)
     else:
         recording, sorting = generate_ground_truth_recording(
@@ -101,7 +115,7 @@ def generate_recording(spec: GroundTruthSpec, *, probe=None, gain_uv: float = GA
                 firing_rates=spec.firing_rate_hz, refractory_period_ms=4.0
             ),
             generate_unit_locations_kwargs=dict(
-                margin_um=10.0,
+                margin_um=unit_margin_um,
                 minimum_z=5.0,
                 maximum_z=50.0,
                 minimum_distance=spec.min_unit_distance_um,
@@ -109,10 +123,49 @@ def generate_recording(spec: GroundTruthSpec, *, probe=None, gain_uv: float = GA
             noise_kwargs=dict(noise_levels=spec.noise_uv, strategy="on_the_fly"),
             seed=spec.seed,
         )
+        if adc_delays is not None:
+            recording = _with_adc_delays(recording, sorting, adc_delays)
     as_int16 = scale(recording, gain=1.0 / gain_uv, offset=0.0, dtype="int16")
     as_int16.set_channel_gains(gain_uv)
     as_int16.set_channel_offsets(0.0)
     return as_int16, sorting
+
+
+def _with_adc_delays(recording, sorting, adc_delays: np.ndarray):
+    """The same spikes on the same noise, each channel's templates delayed by its ADC's delay.
+
+    Delaying the templates, not the traces, keeps every chunk exact (the noise is white and
+    independent per channel, so its delay is not observable)."""
+    from spikeinterface.core.generate import InjectTemplatesRecording
+
+    kwargs = recording._kwargs
+    delayed = InjectTemplatesRecording(
+        sorting,
+        delay_templates(recording.templates, adc_delays),
+        nbefore=kwargs["nbefore"],
+        parent_recording=kwargs["parent_recording"],
+    )
+    delayed.annotate(is_filtered=True)
+    delayed.set_probe(recording.get_probe())
+    delayed.set_channel_gains(1.0)
+    delayed.set_channel_offsets(0.0)
+    return delayed
+
+
+def delay_templates(templates: np.ndarray, adc_delays: np.ndarray) -> np.ndarray:
+    """``templates`` (units, samples, channels) as channels sampled ``adc_delays`` samples late.
+
+    A channel read ``d`` samples after the sample clock holds, at sample ``n``, the signal of
+    time ``n + d``: its template moves ``d`` samples earlier (a sub-sample shift, done in the
+    frequency domain on a zero-padded copy so nothing wraps around). SpikeInterface's
+    ``phase_shift`` with ``inter_sample_shift = adc_delays`` moves it back."""
+    n = templates.shape[1]
+    padded = 2 * n
+    spectrum = np.fft.rfft(templates, n=padded, axis=1)
+    omega = 2 * np.pi * np.fft.rfftfreq(padded)
+    rotation = np.exp(1j * omega[:, np.newaxis] * np.asarray(adc_delays, dtype=float))
+    shifted = np.fft.irfft(spectrum * rotation[np.newaxis], n=padded, axis=1)[:, :n]
+    return shifted.astype(templates.dtype)
 
 
 def _generate_drifting(spec: GroundTruthSpec, probe=None):

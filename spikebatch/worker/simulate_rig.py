@@ -19,8 +19,9 @@ inside) the recording folder.
   sample numbers starting at :data:`OPENEPHYS_FIRST_SAMPLE`, sync line as TTL events.
 
 Only ``spec``'s duration, sampling rate, unit count, firing rate, noise, seed, unit spacing and
-drift are used: the geometry is always NP1.0's (``num_columns``/``num_shanks`` are ignored) and
-the readers supply the inter-sample shifts themselves.
+drift are used: the geometry is always NP1.0's (``num_columns``/``num_shanks`` are ignored).
+Units sit over the saved contacts and each channel carries its ADC's sampling delay, which the
+readers report as ``inter_sample_shift`` (:func:`rig_ground_truth`).
 """
 
 from __future__ import annotations
@@ -96,13 +97,20 @@ def np1_probe(n_channels: int, part_number: str = NP1_PART_NUMBER):
     """The NP1.0 probe as recorded: bank 0, readout channels ``0..n_channels-1`` (wired 0..n-1).
 
     Positions are probeinterface's catalogue ones (x 16/48 on even rows, 0/32 on odd rows,
-    20 um rows), which is what its SpikeGLX and Open Ephys readers give back.
+    20 um rows), which is what its SpikeGLX and Open Ephys readers give back; so are the ADC
+    annotations (which ADC reads each channel, in which slot), set on all 384 readout channels
+    before the slice, as the readers do.
     """
-    from probeinterface.neuropixels_tools import build_neuropixels_probe
+    from probeinterface.neuropixels_tools import (
+        _annotate_probe_with_adc_sampling_info,
+        build_neuropixels_probe,
+    )
 
     if not 1 <= n_channels <= NP1_READOUT_CHANNELS:
         raise ValueError(f"an NP1.0 probe saves 1..384 channels, not {n_channels}")
-    probe = build_neuropixels_probe(part_number).get_slice(np.arange(n_channels))
+    full = build_neuropixels_probe(part_number)
+    _annotate_probe_with_adc_sampling_info(full, full.annotations.get("adc_sampling_table"))
+    probe = full.get_slice(np.arange(n_channels))
     probe.set_device_channel_indices(np.arange(n_channels))
     return probe
 
@@ -110,11 +118,31 @@ def np1_probe(n_channels: int, part_number: str = NP1_PART_NUMBER):
 def rig_ground_truth(spec: GroundTruthSpec, probe_index: int, gain_uv: float):
     """Probe ``probe_index``'s ``(int16 recording, true sorting)``: seed ``spec.seed + index``,
     units over the NP1.0 geometry, ``gain_uv`` uV per step. Deterministic: the writers use it
-    and tests can call it again to get the exact samples."""
+    and tests can call it again to get the exact samples.
+
+    As the probe records them: the units sit over the saved contacts (a unit past the last
+    saved row or column is seen from one side only, its footprint cut off where the probe
+    records nothing), and each channel is sampled at its ADC's slot, the delays the readers
+    give as ``inter_sample_shift`` (the worker's phase shift undoes them, as on a real probe).
+    """
     probe = np1_probe(spec.num_channels)
     return generate_recording(
-        replace(spec, seed=spec.seed + probe_index), probe=probe, gain_uv=gain_uv
+        replace(spec, seed=spec.seed + probe_index),
+        probe=probe,
+        gain_uv=gain_uv,
+        unit_margin_um=0.0,
+        adc_delays=np1_adc_delays(probe),
     )
+
+
+def np1_adc_delays(probe) -> np.ndarray:
+    """Each contact's ADC sampling delay (samples) as SpikeInterface's readers compute it from
+    the probe's ADC table: NP1.0 reads 12 channels per ADC one after another, 13 slots."""
+    from spikeinterface.extractors.neuropixels_utils import (
+        get_neuropixels_sample_shifts_from_probe,
+    )
+
+    return np.asarray(get_neuropixels_sample_shifts_from_probe(probe), dtype=float)
 
 
 # --------------------------------------------------------------------------------------------
@@ -638,6 +666,7 @@ def _files_under(root: Path) -> list[Path]:
 __all__: list[str] = [
     "RigProbe",
     "RigRecording",
+    "np1_adc_delays",
     "np1_probe",
     "rig_ground_truth",
     "write_openephys_recording",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spikebatch.worker.simulate import GroundTruthSpec
+from spikebatch.worker.simulate import GroundTruthSpec, generate_recording
 from spikebatch.worker.simulate_rig import (
     IMEC_SYNC_BIT,
     LF_DECIMATION,
@@ -20,6 +20,7 @@ from spikebatch.worker.simulate_rig import (
     SPIKEGLX_FIRST_SAMPLE,
     SPIKEGLX_LF_UV_PER_BIT,
     RigRecording,
+    np1_adc_delays,
     np1_probe,
     rig_ground_truth,
     write_openephys_recording,
@@ -161,6 +162,41 @@ def test_true_sortings(request, fixture):
             frames = sorting.get_unit_spike_train(unit)
             assert len(frames) > 0 and frames.min() >= 0 and frames.max() < n
             assert np.array_equal(frames, expected.get_unit_spike_train(unit))
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_true_units_sit_over_the_saved_contacts(index):
+    """A unit past the last saved row or column would be seen from one side only."""
+    recording, sorting = rig_ground_truth(SGLX_SPEC, index, SPIKEGLX_AP_UV_PER_BIT)
+    contacts = recording.get_channel_locations()
+    units = sorting.get_property("gt_unit_locations")[:, :2]
+    assert np.all(units >= contacts.min(axis=0)) and np.all(units <= contacts.max(axis=0))
+
+
+@pytest.mark.parametrize("fixture", ["sglx", "oe"])
+def test_each_channel_carries_the_adc_delay_its_reader_reports(request, fixture):
+    """The samples are as the multiplexed ADCs take them: the phase shift, with the delays the
+    reader gives, puts every channel's spikes back where the undelayed ones are."""
+    from spikeinterface.extractors import read_openephys
+    from spikeinterface.preprocessing.phase_shift import apply_frequency_shift
+
+    rig: RigRecording = request.getfixturevalue(fixture)
+    probe = rig.probes[0]
+    if fixture == "sglx":
+        opened = _read_spikeglx(rig.root, probe.stream_name)
+    else:
+        opened = read_openephys(rig.root, stream_name=probe.stream_name)
+    delays = opened.get_property("inter_sample_shift")
+    np.testing.assert_allclose(delays, np1_adc_delays(np1_probe(probe.n_channels)))
+    spec = SGLX_SPEC if fixture == "sglx" else OE_SPEC
+    delayed = rig_ground_truth(spec, 0, 1.0)[0].get_parent().templates
+    plain = generate_recording(spec, probe=np1_probe(spec.num_channels), unit_margin_um=0.0)
+    templates = plain[0].get_parent().templates
+    scale = np.abs(templates).max()
+    assert np.abs(delayed - templates).max() > 0.05 * scale
+    for unit, channels_late in enumerate(delayed):
+        undone = apply_frequency_shift(channels_late.astype(float), delays)
+        np.testing.assert_allclose(undone, templates[unit], atol=1e-3 * scale)
 
 
 def test_openephys_layout(oe):
