@@ -135,15 +135,16 @@ class PostSortRates:
         return scale * (fixed + per_s * duration_s)
 
 
-#: Measured: ``make bench`` postsort (``bench/postsort.py``), 384 channels, 400 units at
-#: 2-15 Hz (8.5 Hz mean: 12 M spikes an hour), 5 and 10 minutes, 2 vCPUs, Intel Xeon,
-#: 2026-12-07; a line through the two durations per step.
+#: Measured: ``make bench`` postsort (``bench/postsort.py``), 2026-12-07 14:23 UTC, AMD EPYC,
+#: 2 vCPUs: 384 channels, 400 units at 2-15 Hz (8.5 Hz mean, 12 M spikes an hour), 5 and 10
+#: minutes; each step's CPU seconds, a line through the two durations. An hour of 384
+#: channels then takes 107 s on a g4dn.2xlarge (8 vCPUs), 3% of Kilosort4's modelled sort.
 POST_SORT = PostSortRates(
     units=400,
-    serial_s=40.0,
-    serial_s_per_recording_s=0.01,
-    vcpu_s=60.0,
-    vcpu_s_per_recording_s=0.1,
+    serial_s=20.9,
+    serial_s_per_recording_s=0.00963,
+    vcpu_s=33.82,
+    vcpu_s_per_recording_s=0.10424,
 )
 PUBLISH_S = 30.0
 

@@ -58,6 +58,9 @@ ANALYZER_BYTES_PER_SPIKE = 28
 SORTING_BYTES_PER_SPIKE = 24
 PHY_BYTES_PER_SPIKE = 28
 PHY_WAVEFORMS_PER_UNIT = 100
+#: Files too small to model one by one (the recording's JSON, metrics, PCA models, the CSV,
+#: figures and page): a margin in each of the analyzer and the results.
+SMALL_FILES_BYTES = 32 << 20
 #: phy's PC features (``pc_features.npy``): 5 components per channel of a unit, float32.
 PHY_PC_COMPONENTS = 5
 #: Share of an instance-store volume usable after formatting (file-system metadata).
@@ -121,21 +124,31 @@ def _units_spikes_samples_channels(
 def analyzer_bytes(part: Part, found: Sorted | None = None) -> int:
     """An upper bound on one part's SortingAnalyzer folder (waveforms dominate)."""
     units, spikes_per_unit, samples, sparse = _units_spikes_samples_channels(part, found)
-    waveforms = units * min(MAX_SPIKES_PER_UNIT, spikes_per_unit) * samples * sparse * 4
-    templates = units * samples * part.n_channels * 4 * 2  # average and std
+    sampled = units * min(MAX_SPIKES_PER_UNIT, spikes_per_unit)
+    waveforms = sampled * samples * sparse * 4
+    projections = sampled * PHY_PC_COMPONENTS * sparse * 4  # phy's PCA of those waveforms
+    templates = units * samples * part.n_channels * 8 * 2  # average and std, float64, dense
     spikes = units * spikes_per_unit * ANALYZER_BYTES_PER_SPIKE
     pairwise = units * units * 8  # template similarity
-    return int(waveforms + templates + spikes + pairwise)
+    return int(waveforms + projections + templates + spikes + pairwise + SMALL_FILES_BYTES)
 
 
 def published_bytes(part: Part, found: Sorted | None = None) -> int:
     """An upper bound on what one part leaves in ``results/`` (``sorting/``, ``phy/`` without
-    its PC features; the CSV, figures and NWB are small beside them)."""
+    its PC features, ``units.nwb``; the CSV, figures and page are small beside them)."""
     units, spikes_per_unit, samples, sparse = _units_spikes_samples_channels(part, found)
-    spikes = units * spikes_per_unit * (SORTING_BYTES_PER_SPIKE + PHY_BYTES_PER_SPIKE)
-    waveforms = units * min(PHY_WAVEFORMS_PER_UNIT, spikes_per_unit) * samples * sparse * 4
+    spikes = units * spikes_per_unit
+    per_spike = spikes * (SORTING_BYTES_PER_SPIKE + PHY_BYTES_PER_SPIKE)
+    # phy's waveform view: each kept spike's waveform, channel list and index.
+    shown = (
+        units
+        * min(PHY_WAVEFORMS_PER_UNIT, spikes_per_unit)
+        * (samples * sparse * 4 + sparse * 4 + 8)
+    )
     templates = units * samples * sparse * 8 + units * units * 8  # and their similarity
-    return int(spikes + waveforms + templates)
+    # units.nwb: each unit's mean and sd waveform on every channel (float64), spike times.
+    nwb = units * samples * part.n_channels * 8 * 2 + spikes * 8
+    return int(per_spike + shown + templates + nwb + SMALL_FILES_BYTES)
 
 
 def post_sort_bytes(part: Part, found: Sorted) -> int:
