@@ -2,10 +2,12 @@
 
 A generated 384-channel recording (lazy, written once as the worker's int16 sorter input)
 and its true sorting of N units stand in for a sorter's output; the worker's own code then
-runs on them in the worker's order (:func:`spikebatch.worker.postsort.run_post_sort`):
-the analyzer and its extensions, quality metrics, labels, ``sorting/``, ``phy/``, the
-figures, the units NWB (written and inspected) and the run page. Each step's wall time,
-CPU time, peak RSS (process tree), peak /dev/shm and scratch bytes are recorded.
+runs on them in the worker's order (:func:`run_post_sort`, the calls of
+``pipeline._sort_part`` after the sort and of the run's end): the analyzer and its
+extensions, quality metrics, labels, ``sorting/``, ``phy/``, the figures, the units NWB
+(written and inspected) and the run page. Each step's wall time, CPU time, peak memory
+(``Pss_Anon`` of the process tree), peak /dev/shm and scratch bytes are recorded, and the
+cost model's post-sort rates are fitted from them (:func:`fit_rates`).
 
 Rows: N = 100, 200, 400 units at the base duration, and 400 units at twice it. Each
 measurement runs in a fresh process (``python -m bench.postsort measure ...``).
