@@ -59,8 +59,9 @@ SORTING_BYTES_PER_SPIKE = 24
 PHY_BYTES_PER_SPIKE = 28
 PHY_WAVEFORMS_PER_UNIT = 100
 #: Files too small to model one by one (the recording's JSON, metrics, PCA models, the CSV,
-#: figures and page): a margin in each of the analyzer and the results.
-SMALL_FILES_BYTES = 32 << 20
+#: figures and page): a margin per unit in each of the analyzer and the results (26 MB a
+#: side at 400 units, which measured ~15 MB of them: ``bench.postsort``).
+SMALL_FILES_BYTES_PER_UNIT = 64 << 10
 #: phy's PC features (``pc_features.npy``): 5 components per channel of a unit, float32.
 PHY_PC_COMPONENTS = 5
 #: Share of an instance-store volume usable after formatting (file-system metadata).
@@ -130,7 +131,8 @@ def analyzer_bytes(part: Part, found: Sorted | None = None) -> int:
     templates = units * samples * part.n_channels * 8 * 2  # average and std, float64, dense
     spikes = units * spikes_per_unit * ANALYZER_BYTES_PER_SPIKE
     pairwise = units * units * 8  # template similarity
-    return int(waveforms + projections + templates + spikes + pairwise + SMALL_FILES_BYTES)
+    small = units * SMALL_FILES_BYTES_PER_UNIT
+    return int(waveforms + projections + templates + spikes + pairwise + small)
 
 
 def published_bytes(part: Part, found: Sorted | None = None) -> int:
@@ -148,7 +150,8 @@ def published_bytes(part: Part, found: Sorted | None = None) -> int:
     templates = units * samples * sparse * 8 + units * units * 8  # and their similarity
     # units.nwb: each unit's mean and sd waveform on every channel (float64), spike times.
     nwb = units * samples * part.n_channels * 8 * 2 + spikes * 8
-    return int(per_spike + shown + templates + nwb + SMALL_FILES_BYTES)
+    small = units * SMALL_FILES_BYTES_PER_UNIT
+    return int(per_spike + shown + templates + nwb + small)
 
 
 def post_sort_bytes(part: Part, found: Sorted) -> int:
