@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -96,6 +97,28 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     out = fn()
     return time.perf_counter() - start, out
+
+
+def measure_in_child(
+    module: str, args: list[str], *, show_progress: bool = False
+) -> dict[str, Any]:
+    """``python -m <module> measure ARGS`` in a fresh interpreter (so one measurement's heap
+    does not flatter or burden the next); its last stdout line is the JSON result.
+    ``show_progress``: its stderr goes to ours as it runs, rather than into the error."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "DANDI_NO_ET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", module, "measure", *args],
+        stdout=subprocess.PIPE,
+        stderr=None if show_progress else subprocess.PIPE,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = "" if show_progress else f":\n{done.stderr[-3000:]}"
+        raise RuntimeError(f"{module} measure {' '.join(args)} failed{tail}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run_cmd(args: list[str]) -> float:

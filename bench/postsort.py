@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -29,7 +28,8 @@ from typing import Any
 
 import psutil
 
-from bench.common import MB, BenchResult, Ratio, scratch_dir
+from bench.common import MB, BenchResult, Ratio, measure_in_child, scratch_dir
+from spikebatch.worker.pipeline import cpu_seconds
 
 CHANNELS = 384
 SAMPLING_HZ = 30_000.0
@@ -99,23 +99,6 @@ PEAK_RSS_MAX_BYTES = 4e9
 SHARE_OF_SORT_MAX = 0.10
 
 
-def _measure(args: list[str]) -> dict[str, Any]:
-    """One measurement in a fresh interpreter; its last stdout line is the JSON result."""
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo), "DANDI_NO_ET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.postsort", "measure", *args],
-        stdout=subprocess.PIPE,
-        stderr=None,  # each step's line shows as it ends
-        text=True,
-        env=env,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"bench.postsort measure {' '.join(args)} failed")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def fit_rates(one: dict[str, Any], two: dict[str, Any]) -> tuple[Any, dict[str, tuple]]:
     """The cost model's :class:`~spikebatch.cost.PostSortRates` from two durations at the same
     units. Each step counts its CPU seconds, its workers' included: a step in
@@ -166,8 +149,10 @@ def run(quick: bool = False) -> BenchResult:
         plan = [(most, 2 * base), (most, base), *((n, base) for n in units if n != most)]
         for n, seconds in plan:
             print(f"  {n} units, {seconds:g} s:", flush=True)
-            rows[f"{n}x{seconds:g}"] = _measure(
-                [str(traces), str(sorting), str(seconds), str(n), str(tmp / "work")]
+            rows[f"{n}x{seconds:g}"] = measure_in_child(
+                "bench.postsort",
+                [str(traces), str(sorting), str(seconds), str(n), str(tmp / "work")],
+                show_progress=True,  # each step's line as it ends
             )
     longest, one_x = rows[f"{most}x{2 * base:g}"], rows[f"{most}x{base:g}"]
     half = rows[f"{units[-2]}x{base:g}"]
@@ -332,7 +317,7 @@ class StepMeter:
     def __call__(self, name: str):
         with self._lock:
             self._peaks = {"rss": 0, "shm": 0, "scratch": 0}
-        cpu, start = _cpu_s(), time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         yield
         wall = time.perf_counter() - start
         with suppress(OSError):
@@ -341,7 +326,7 @@ class StepMeter:
             peaks = dict(self._peaks)
         self.steps[name] = {
             "seconds": round(wall, 3),
-            "cpu_s": round(_cpu_s() - cpu, 3),
+            "cpu_s": round(cpu_seconds() - cpu, 3),
             "peak_rss_bytes": peaks["rss"],
             "peak_shm_bytes": peaks["shm"],
             "peak_scratch_bytes": peaks["scratch"],
@@ -371,16 +356,6 @@ def _shm_used() -> int:
         return shutil.disk_usage("/dev/shm").used
     except OSError:
         return 0
-
-
-def _cpu_s() -> float:
-    import resource
-
-    own, children = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def measure(traces_dir: Path, sorting_dir: Path, seconds: float, n_units: int, work: Path) -> dict:

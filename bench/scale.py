@@ -19,13 +19,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import MB, BenchResult, PeakMemory, Ratio, scratch_dir
+from bench.common import MB, BenchResult, PeakMemory, Ratio, measure_in_child, scratch_dir
 
 #: Seconds of 384 channels at 1x (2x and 4x follow) for the memory rows.
 BASE_DURATION_S = 20.0
@@ -49,19 +48,7 @@ def _rss(result: dict[str, Any]) -> int:
 
 
 def _measure(args: list[str]) -> dict[str, Any]:
-    """Run one measurement in a fresh interpreter; its last stdout line is the JSON result."""
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo), "DANDI_NO_ET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.scale", "measure", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"bench.scale measure {args[0]} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return measure_in_child("bench.scale", args)
 
 
 def run(quick: bool = False) -> BenchResult:

@@ -487,12 +487,12 @@ def _sort_part(
     sorter_folder = job.scratch / "sorter" / key
     analyzer_folder = job.scratch / "analyzer" / key
     with job.stage("sort"):
-        cpu_before = _cpu_seconds()
+        cpu_before = cpu_seconds()
         sorting = sort.run_sort(
             traces, settings.sorter, settings.sorter_params, sorter_folder, job.job_kwargs
         )
         cpu = job.record.setdefault("cpu_s", {})
-        cpu["sort"] = round(cpu.get("sort", 0.0) + _cpu_seconds() - cpu_before, 2)
+        cpu["sort"] = round(cpu.get("sort", 0.0) + cpu_seconds() - cpu_before, 2)
         job.meter.sample()  # the sorter's peak, before its copy goes
         sort.free_leftovers(settings.sorter, sorter_folder)
     with job.stage("postprocess"):
@@ -544,7 +544,7 @@ def _sort_part(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
     """CPU time (user + system) of this process and of its children that ended: the sort's
     cost in CPU, beside its wall time (a study compares sorters on both)."""
     own, children = (
