@@ -35,7 +35,7 @@ demo: install
 
 # One worker per core (at most 4), handed test files as they finish: the suite waits on
 # servers, subprocesses and sorters. Two tiers run apart, each by its own target (and both by
-# CI): the real Kilosort4 sorts (marker slow: `make test-sorters`, ~6 min on 2 cores) and the
+# CI): the real Kilosort4 sorts (marker slow: `make test-sorters`, ~7 min on 2 cores) and the
 # container tests (marker docker: `make image && make test-image`). Everything else, the
 # worker end to end included (with a stand-in sort), is `make test`; a file's tests stay on one
 # worker (--dist loadfile), so its module fixtures (a study run, an array of runs) run once.
