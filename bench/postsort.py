@@ -393,41 +393,38 @@ def measure(traces_dir: Path, sorting_dir: Path, seconds: float, n_units: int, w
 
 
 def run_post_sort(sorting: Any, traces: Any, work: Path, job_kwargs: dict, step: Any) -> int:
-    """The worker's calls after the sort, in its order (``pipeline._sort_part``, then the
-    run's end): each in its own ``step``. Returns the most channels a unit has (sparsity)."""
+    """The worker's path after the sort (``post_sort``, as ``pipeline._sort_part`` runs it),
+    then the run's end (``units.nwb`` written and inspected, the run page), each call in its
+    own ``step``. Returns the most channels a unit has (sparsity)."""
     from spikebatch.quality import QualityThresholds
-    from spikebatch.worker import export, labels, phy_export, postprocess, report, run_page
+    from spikebatch.worker import export, phy_export, post_sort, run_page
 
     thresholds = QualityThresholds()
     results = work / "results"
-    analyzer = postprocess.analyze(sorting, traces, work / "analyzer", job_kwargs, step=step)
-    with step("labels"):
-        metrics = postprocess.quality_metrics(analyzer)
-        unit_labels = labels.label_units(analyzer, thresholds)
-        postprocess.write_quality_metrics(
-            labels.labelled_quality_metrics(metrics, unit_labels), results / "quality_metrics.csv"
-        )
-    with step("sorting"):
-        sorting.save(folder=results / "sorting", overwrite=True)
-    with step("units_nwb_add"):
-        labels.set_label_property(analyzer.sorting, unit_labels)
-        units_nwb = export.UnitsNwb(_session(), source="bench.nwb", sorter="kilosort4")
-        units_nwb.add(analyzer, property_descriptions=labels.NWB_PROPERTY_DESCRIPTIONS)
-    with step("phy"):
-        phy_export.export_phy(
+    analyzed = post_sort.analyze_and_label(
+        sorting, traces, work / "analyzer", results, job_kwargs, thresholds, step=step
+    )
+    units_nwb = export.UnitsNwb(_session(), source="bench.nwb", sorter="kilosort4")
+    post_sort.write_results(
+        analyzed,
+        sorting,
+        results,
+        units_nwb=units_nwb,
+        part="",
+        title="bench",
+        thresholds=thresholds,
+        export_phy=lambda analyzer, unit_labels: phy_export.export_phy(
             analyzer, results / "phy", labels=unit_labels, pc_features=True, job_kwargs=job_kwargs
-        )
-    with step("figures"):
-        report.write_report(
-            analyzer, metrics, results / "report", title="bench", thresholds=thresholds
-        )
+        ),
+        step=step,
+    )
     with step("units_nwb_write"):
         units_nwb.write(results / "units.nwb")
         export.inspect_units_nwb(results / "units.nwb")
     with step("run_page"):
         record = {"run_id": "bench", "status": "succeeded", "input": {"source": "bench.nwb"}}
         run_page.write_run_page(results, record)
-    return int(analyzer.sparsity.mask.sum(axis=1).max())
+    return int(analyzed.analyzer.sparsity.mask.sum(axis=1).max())
 
 
 def _shared_memory_check(sorting: Any, traces: Any, job_kwargs: dict, work: Path) -> dict:

@@ -129,6 +129,17 @@ class _Run:
             self.record["timings_s"] = {s: timings[s] for s in STAGES if s in timings}
             log.info("stage %s: %.1f s", name, seconds)
 
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """One step after the sort (``post_sort``): its seconds into run.json's
+        ``post_sort_s``, summed over parts (where the post-sort time of a large sort goes)."""
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            steps = self.record.setdefault("post_sort_s", {})
+            steps[name] = round(steps.get(name, 0.0) + time.monotonic() - t0, 2)
+
     def _in_part(self, message: str) -> str:
         return f"{self.part}: {message}" if self.part else message
 
@@ -479,7 +490,7 @@ def _sort_part(
     job: _Run, part: Any, traces: Any, units_nwb: Any, *, last: bool, scorer: Any = None
 ) -> None:
     """Sort one part, analyze and label it, write its results; then free its scratch."""
-    from spikebatch.worker import labels, postprocess, report, sort
+    from spikebatch.worker import post_sort, sort
 
     settings = job.settings
     key = part.key or "traces"
@@ -496,35 +507,42 @@ def _sort_part(
         job.meter.sample()  # the sorter's peak, before its copy goes
         sort.free_leftovers(settings.sorter, sorter_folder)
     with job.stage("postprocess"):
-        analyzer = postprocess.analyze(sorting, traces, analyzer_folder, job.job_kwargs)
-        metrics = postprocess.quality_metrics(analyzer)
-        unit_labels = labels.label_units(analyzer, settings.quality_thresholds)
-        postprocess.write_quality_metrics(
-            labels.labelled_quality_metrics(metrics, unit_labels), where / "quality_metrics.csv"
+        analyzed = post_sort.analyze_and_label(
+            sorting,
+            traces,
+            analyzer_folder,
+            where,
+            job.job_kwargs,
+            settings.quality_thresholds,
+            step=job.step,
         )
+        metrics = analyzed.metrics
         units = {
             "count": sorting.get_num_units(),
             "quality_metrics_rows": len(metrics),
             "snr_ge_5": int((metrics["snr"] >= 5).sum()) if "snr" in metrics else None,
             "spikes": int(sorting.count_total_num_spikes()),
-            "labels": unit_labels.counts(),
+            "labels": analyzed.unit_labels.counts(),
         }
         if scorer is not None:  # GROUND_TRUTH: this part against its own true units
             applied = job.record["preprocessing"]["applied"]
             scorer.score_part(part.key, sorting, traces, applied, where)
     with job.stage("export"):
-        sorting.save(folder=where / "sorting", overwrite=True)
-        labels.set_label_property(analyzer.sorting, unit_labels)  # the NWB's label column
-        units_nwb.add(analyzer, part=part.key)
-        job.record["phy"].append(_export_phy(job, analyzer, unit_labels, part, where, last=last))
         title = f"{settings.sorter} · {Path(job.record['input']['source']).name}"
-        report.write_report(
-            analyzer,
-            metrics,
-            where / "report",
+        phy = post_sort.write_results(
+            analyzed,
+            sorting,
+            where,
+            units_nwb=units_nwb,
+            part=part.key,
             title=f"{title} · {part.key}" if part.key else title,
             thresholds=settings.quality_thresholds,
+            export_phy=lambda analyzer, unit_labels: _export_phy(
+                job, analyzer, unit_labels, part, where, last=last
+            ),
+            step=job.step,
         )
+        job.record["phy"].append(phy)
     job.record.setdefault("parts", []).append(
         {
             "key": part.key,
@@ -538,7 +556,7 @@ def _sort_part(
     )
     job.meter.sample()
     # Its results are out: free its traces, sorter folder and analyzer for the next part.
-    del analyzer, sorting, traces, metrics
+    del analyzed, sorting, traces, metrics
     gc.collect()  # the recording objects hold the binary open
     for folder in (sorter_folder, analyzer_folder, job.scratch / "preprocessed" / key):
         shutil.rmtree(folder, ignore_errors=True)

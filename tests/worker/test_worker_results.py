@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from spikebatch import aws
+from spikebatch.worker import postprocess
 from spikebatch.worker.__main__ import main
 from tests.support import browser
 from tests.worker.helpers import ASSET, DANDISET, dandi_env, s3_json, s3_keys
@@ -59,6 +60,20 @@ def test_a_run_publishes_its_units_once_with_the_requests_options(archive, scrat
     ]
     [phy] = record["phy"]
     assert phy["pc_features"] is False and not (out / "published/phy/pc_features.npy").exists()
+    # Where the time after the sort went, step by step, inside its two stages.
+    steps = record["post_sort_s"]
+    assert list(steps) == [
+        "analyzer",
+        *postprocess._EXTENSIONS,
+        "quality_metrics",
+        "labels",
+        "sorting",
+        "units_nwb_add",
+        "phy",
+        "figures",
+    ]
+    stages = record["timings_s"]
+    assert 0 < sum(steps.values()) <= stages["postprocess"] + stages["export"] + 0.1
     assert (out / "published/phy/params.py").is_file()
 
     # The same run again: new NWB bytes, the same run: nothing is uploaded.
