@@ -401,13 +401,14 @@ def run_post_sort(sorting: Any, traces: Any, work: Path, job_kwargs: dict, step:
 
     thresholds = QualityThresholds()
     results = work / "results"
+    with step("sorting"):
+        post_sort.save_sorting(sorting, results)
     analyzed = post_sort.analyze_and_label(
         sorting, traces, work / "analyzer", results, job_kwargs, thresholds, step=step
     )
     units_nwb = export.UnitsNwb(_session(), source="bench.nwb", sorter="kilosort4")
     post_sort.write_results(
         analyzed,
-        sorting,
         results,
         units_nwb=units_nwb,
         part="",

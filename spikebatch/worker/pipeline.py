@@ -506,6 +506,8 @@ def _sort_part(
         cpu["sort"] = round(cpu.get("sort", 0.0) + cpu_seconds() - cpu_before, 2)
         job.meter.sample()  # the sorter's peak, before its copy goes
         sort.free_leftovers(settings.sorter, sorter_folder)
+        with job.step("sorting"):
+            post_sort.save_sorting(sorting, where)  # kept if a later stage fails
     with job.stage("postprocess"):
         analyzed = post_sort.analyze_and_label(
             sorting,
@@ -531,7 +533,6 @@ def _sort_part(
         title = f"{settings.sorter} · {Path(job.record['input']['source']).name}"
         phy = post_sort.write_results(
             analyzed,
-            sorting,
             where,
             units_nwb=units_nwb,
             part=part.key,
@@ -660,7 +661,8 @@ def _fail(job: _Run, exc: BaseException) -> Outcome:
     try:
         if not job.began_publishing:  # failed before run.json existed: clear an earlier run
             job.publisher.begin(job.record)  # first, never mix two
-        _write_failure_page(job)
+        kept = [] if isinstance(exc, Interrupted) else _upload_sortings(job)
+        _write_failure_page(job, kept)
         job.publisher.write_record(job.record, final=True)
     except Exception as write_exc:  # the output itself is unreachable: say so, still exit 1
         log.error(
@@ -682,16 +684,43 @@ def _fail(job: _Run, exc: BaseException) -> Outcome:
     )
 
 
-def _write_failure_page(job: _Run) -> None:
+def _upload_sortings(job: _Run) -> list[str]:
+    """A run that failed after a sort ended still delivers what the sort found: each
+    ``sorting/`` written so far (``post_sort.save_sorting``) is uploaded, and its objects
+    returned (relative to the run's output). Best effort, and not on a stop (a stop is
+    asked for, and has seconds to write run.json)."""
+    folders = [job.results / "sorting", *sorted(job.results.glob("probes/*/sorting"))]
+    kept: list[str] = []
+    for folder in (f for f in folders if f.is_dir()):
+        where = folder.relative_to(job.results).as_posix()
+        try:
+            transfer.upload_tree(folder, f"{job.publisher.dest}/{where}")
+        except Exception as exc:
+            log.warning("could not upload %s of the failed run: %s", where, one_line(exc))
+            continue
+        kept += sorted(
+            f"{where}/{p.relative_to(folder).as_posix()}" for p in folder.rglob("*") if p.is_file()
+        )
+    if kept:
+        job.record["kept_after_failure"] = sorted(
+            {k.rsplit("sorting/", 1)[0] + "sorting/" for k in kept}
+        )
+        log.info(
+            "the failed run's sorting is kept: %s", ", ".join(job.record["kept_after_failure"])
+        )
+    return kept
+
+
+def _write_failure_page(job: _Run, kept: list[str]) -> None:
     """A failed run's page (where and why it failed, its input, timings and cost): the
     array summary links it. Best effort: the record is what must be written."""
     from spikebatch.worker import run_page
 
-    job.record["outputs"] = [RUN_PAGE]  # nothing else of a failed run is uploaded
+    job.record["outputs"] = [RUN_PAGE, *kept]  # and nothing else of a failed run
     try:
         job.publisher.write_page(run_page.render_run_page(job.record, []))
     except Exception as exc:
-        job.record["outputs"] = []
+        job.record["outputs"] = kept
         log.warning("could not write the failed run's page: %s", one_line(exc))
 
 

@@ -1,4 +1,5 @@
-"""A part's path after its sort: analyze, label, then write and export what a user opens.
+"""A part's path after its sort: save it, analyze and label it, then write and export what a
+user opens.
 
 One home for it: the pipeline runs it for each part (``pipeline._sort_part``) and
 ``bench.postsort`` measures exactly these calls at Neuropixels size, each in a ``step``
@@ -33,6 +34,14 @@ class Analyzed:
     unit_labels: labels.UnitLabels
 
 
+def save_sorting(sorting: Any, where: Path) -> Path:
+    """``sorting/``, written as soon as the sort ends: what a failure later in the run
+    still delivers (``pipeline._fail``), the sort being the part that costs."""
+    folder = where / "sorting"
+    sorting.save(folder=folder, overwrite=True)
+    return folder
+
+
 def analyze_and_label(
     sorting: Any,
     traces: Any,
@@ -57,7 +66,6 @@ def analyze_and_label(
 
 def write_results(
     analyzed: Analyzed,
-    sorting: Any,
     where: Path,
     *,
     units_nwb: Any,
@@ -67,11 +75,9 @@ def write_results(
     export_phy: Callable[[Any, labels.UnitLabels], Any],
     step: Step = no_step,
 ) -> Any:
-    """``sorting/``, the part's units added to ``units_nwb`` (with their labels), ``phy/``
+    """The part's units added to ``units_nwb`` (with their labels), ``phy/``
     (``export_phy(analyzer, unit_labels)``, whose result is returned) and ``report/``."""
     analyzer, unit_labels = analyzed.analyzer, analyzed.unit_labels
-    with step("sorting"):
-        sorting.save(folder=where / "sorting", overwrite=True)
     with step("units_nwb_add"):
         labels.set_label_property(analyzer.sorting, unit_labels)  # the NWB's label column
         units_nwb.add(analyzer, part=part)

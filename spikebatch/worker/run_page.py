@@ -216,10 +216,35 @@ def _error(record: Mapping[str, Any]) -> Raw:
                 tag("strong", f"Failed in stage {error.get('stage', '?')}: "),
                 error.get("message", ""),
                 f" ({error['type']})" if error.get("type") else "",
+                *_kept(record),
             ]
         ),
         class_="alert",
     )
+
+
+def _kept(record: Mapping[str, Any]) -> list[Any]:
+    """What a run that failed after its sort still delivered (``pipeline._upload_sortings``)."""
+    kept = record.get("kept_after_failure") or []
+    if not kept:
+        return []
+    command = f"spikebatch results {record.get('run_id', 'RUN_ID')} --download ./results"
+    return [
+        tag(
+            "p",
+            join(
+                [
+                    "The sort itself finished and its result is kept: ",
+                    ", ".join(str(k) for k in kept),
+                    " (SpikeInterface's sorting folder: ",
+                    tag("code", "spikeinterface.load(...)"),
+                    "). Download it with ",
+                    tag("code", command),
+                    ".",
+                ]
+            ),
+        )
+    ]
 
 
 def _next_steps(record: Mapping[str, Any]) -> Raw:

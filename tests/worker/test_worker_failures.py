@@ -137,3 +137,59 @@ def test_unreachable_output_fails_before_any_download(archive, scratch, capsys, 
     assert code == 1
     assert "failed in publish" in line
     assert archive.blob_requests() == []
+
+
+def test_a_failure_after_the_sort_still_delivers_the_sorting(
+    archive, bucket, scratch, capsys, monkeypatch, tmp_path
+):
+    """The sort is what costs (an hour of GPU): when the analyzer then fails, the run is
+    failed, and what the sort found is uploaded beside run.json and the page, loadable."""
+    import spikeinterface as si
+
+    from spikebatch import aws
+    from spikebatch.worker import postprocess
+
+    def analyzer_fails(*args, **kwargs):
+        raise MemoryError("analyzer: cannot allocate 12 GiB")
+
+    monkeypatch.setattr(postprocess, "analyze", analyzer_fails)
+    env = dandi_env(archive, bucket, SCRATCH_DIR=str(scratch), RUN_ID="kept", **FAST_SORTER)
+    code, line = _run(env, capsys)
+
+    assert code == 1 and "failed in postprocess" in line and "12 GiB" in line
+    record = s3_json(bucket, "results/kept/run.json")
+    assert record["status"] == "failed" and record["error"]["stage"] == "postprocess"
+    assert record["kept_after_failure"] == ["sorting/"]
+    keys = s3_keys(bucket, "results/kept/")
+    assert {f"results/kept/{o}" for o in record["outputs"]} | {"results/kept/run.json"} == set(keys)
+    assert any(k.startswith("results/kept/sorting/") for k in keys)
+    for key in (k for k in keys if k.startswith("results/kept/sorting/")):
+        target = tmp_path / key.removeprefix("results/kept/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        aws.client("s3").download_file(bucket, key, str(target))
+    sorting = si.load(tmp_path / "sorting")
+    assert sorting.get_num_units() > 0 and sorting.count_total_num_spikes() > 0
+    page = aws.client("s3").get_object(Bucket=bucket, Key="results/kept/report/index.html")
+    html = page["Body"].read().decode()
+    assert "The sort itself finished" in html and "spikebatch results kept --download" in html
+
+
+def test_a_stop_after_the_sort_uploads_nothing_but_the_record(
+    archive, bucket, scratch, capsys, monkeypatch
+):
+    """A stop (cancel, timeout, spot) has seconds before SIGKILL: run.json comes first, and
+    a rerun sorts again, so nothing else is uploaded."""
+    from spikebatch.worker import postprocess
+    from spikebatch.worker.errors import Interrupted
+
+    def stopped(*args, **kwargs):
+        raise Interrupted("stopped by SIGTERM")
+
+    monkeypatch.setattr(postprocess, "analyze", stopped)
+    env = dandi_env(archive, bucket, SCRATCH_DIR=str(scratch), RUN_ID="stopped", **FAST_SORTER)
+    code, _ = _run(env, capsys)
+
+    assert code == 130
+    record = s3_json(bucket, "results/stopped/run.json")
+    assert record["status"] == "failed" and "kept_after_failure" not in record
+    assert not any(k.startswith("results/stopped/sorting/") for k in s3_keys(bucket, "results/"))

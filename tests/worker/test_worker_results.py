@@ -63,11 +63,11 @@ def test_a_run_publishes_its_units_once_with_the_requests_options(archive, scrat
     # Where the time after the sort went, step by step, inside its two stages.
     steps = record["post_sort_s"]
     assert list(steps) == [
+        "sorting",
         "analyzer",
         *postprocess._EXTENSIONS,
         "quality_metrics",
         "labels",
-        "sorting",
         "units_nwb_add",
         "phy",
         "figures",
