@@ -33,7 +33,7 @@ from spikebatch import transfer
 from spikebatch.contract import LOG_LEVEL_VAR, RUN_PAGE, Env, apply_array_child
 from spikebatch.quality import LABELS
 from spikebatch.worker import fetch as fetch_stage
-from spikebatch.worker import folder_input, stop
+from spikebatch.worker import folder_input, kept_sort, stop
 from spikebatch.worker.errors import ExitCode, Interrupted, StageError, WorkerError, one_line
 from spikebatch.worker.instance import detect_instance
 from spikebatch.worker.jobkw import job_kwargs
@@ -103,6 +103,7 @@ class _Run:
         self.began_publishing = False
         self.part: str | None = None  # the part being sorted, when a run has several
         self.pc_bytes_written = 0  # phy's PC features so far (sized at export, not planned)
+        self.kept: kept_sort.KeptSorts | None = None  # an earlier failed run's sorts
         self.stage_started = time.monotonic()
 
     @contextmanager
@@ -242,6 +243,10 @@ def run(settings: WorkerSettings, environ: Mapping[str, str]) -> Outcome:
             job.results.mkdir(parents=True)
         with job.meter:
             with job.stage("publish"):
+                # What an earlier failed run of this RUN_ID kept, before its output is cleared.
+                job.kept = kept_sort.fetch_kept(
+                    job.publisher.previous_record(), job.publisher.dest, job.scratch
+                )
                 job.publisher.begin(job.record)
                 job.began_publishing = True
             _run_stages(job)
@@ -498,14 +503,22 @@ def _sort_part(
     sorter_folder = job.scratch / "sorter" / key
     analyzer_folder = job.scratch / "analyzer" / key
     with job.stage("sort"):
-        cpu_before = cpu_seconds()
-        sorting = sort.run_sort(
-            traces, settings.sorter, settings.sorter_params, sorter_folder, job.job_kwargs
-        )
-        cpu = job.record.setdefault("cpu_s", {})
-        cpu["sort"] = round(cpu.get("sort", 0.0) + cpu_seconds() - cpu_before, 2)
-        job.meter.sample()  # the sorter's peak, before its copy goes
-        sort.free_leftovers(settings.sorter, sorter_folder)
+        kept = job.kept and job.kept.for_part(f"probes/{part.key}" if part.key else "", job.record)
+        if kept:  # an earlier failed run's sort of the same input, sorter and parameters
+            sorting = sort.load_sorting(kept)
+            job.record.setdefault("sort_reused", []).append(
+                {"part": part.key or None, "from_run_failed_at": job.kept.failed_at}
+            )
+            log.info("sort: reused the sorting the failed run of %s kept", job.kept.failed_at)
+        else:
+            cpu_before = cpu_seconds()
+            sorting = sort.run_sort(
+                traces, settings.sorter, settings.sorter_params, sorter_folder, job.job_kwargs
+            )
+            cpu = job.record.setdefault("cpu_s", {})
+            cpu["sort"] = round(cpu.get("sort", 0.0) + cpu_seconds() - cpu_before, 2)
+            job.meter.sample()  # the sorter's peak, before its copy goes
+            sort.free_leftovers(settings.sorter, sorter_folder)
         with job.step("sorting"):
             post_sort.save_sorting(sorting, where)  # kept if a later stage fails
     with job.stage("postprocess"):

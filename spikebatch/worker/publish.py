@@ -33,14 +33,20 @@ class Publisher:
     def run_json_uri(self) -> str:
         return f"{self.dest}/{RUN_JSON}"
 
-    def previous_status(self) -> str | None:
-        """The status an earlier run of this RUN_ID left behind, if any."""
+    def previous_record(self) -> dict[str, Any] | None:
+        """The record an earlier run of this RUN_ID left behind, if any ({} if unreadable)."""
         try:
-            return json.loads(transfer.read_bytes(self.run_json_uri)).get("status")
+            record = json.loads(transfer.read_bytes(self.run_json_uri))
         except transfer.NotFoundError:
             return None
-        except (json.JSONDecodeError, AttributeError):
-            return "unreadable"
+        except json.JSONDecodeError:
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def previous_status(self) -> str | None:
+        """The status an earlier run of this RUN_ID left behind, if any."""
+        record = self.previous_record()
+        return None if record is None else record.get("status", "unreadable")
 
     def begin(self, record: dict[str, Any], *, final: bool = False) -> None:
         previous = self.previous_status()

@@ -351,6 +351,15 @@ def _input(rec_input: Mapping[str, Any]) -> Raw:
     )
 
 
+def _reused(record: Mapping[str, Any]) -> str | None:
+    """A rerun that reused the sort of the failed run before it (``kept_sort``), or None."""
+    reused = record.get("sort_reused") or []
+    if not reused:
+        return None
+    when = reused[0].get("from_run_failed_at") or "earlier"
+    return f"reused from the failed run of {when} (same input, sorter and parameters)"
+
+
 def _sorter(record: Mapping[str, Any]) -> Raw:
     sorter = record.get("sorter") or {}
     preprocessing = record.get("preprocessing") or {}
@@ -376,6 +385,7 @@ def _sorter(record: Mapping[str, Any]) -> Raw:
                         ", ".join(applied) if applied else "none (the sorter's own filtering)",
                     ),
                     ("sorted only the first", fmt_seconds(record.get("max_duration_s"))),
+                    ("sort", _reused(record)),
                 ]
             ),
             tag(

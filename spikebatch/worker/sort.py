@@ -77,6 +77,16 @@ def run_sort(
     return sorting
 
 
+def load_sorting(folder: Path) -> Any:
+    """A sorting saved by ``post_sort.save_sorting`` (an earlier run's, ``kept_sort``), into
+    memory: its folder is scratch, and the sorting saved from it overwrites nothing of it."""
+    from spikeinterface.core import NumpySorting, load
+
+    sorting = NumpySorting.from_sorting(load(folder), with_metadata=True)
+    log.info("sort: %d units, from %s", sorting.get_num_units(), folder)
+    return sorting
+
+
 def free_leftovers(sorter: str, folder: Path) -> int:
     """Delete what the sorter left in ``folder`` that later stages never read; bytes freed.
 

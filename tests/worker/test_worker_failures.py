@@ -7,6 +7,8 @@ runs that must get past sorting use SpikeInterface's fast ``simple`` sorter.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from spikebatch import transfer
@@ -193,3 +195,83 @@ def test_a_stop_after_the_sort_uploads_nothing_but_the_record(
     record = s3_json(bucket, "results/stopped/run.json")
     assert record["status"] == "failed" and "kept_after_failure" not in record
     assert not any(k.startswith("results/stopped/sorting/") for k in s3_keys(bucket, "results/"))
+
+
+def _fail_in_postprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spikebatch.worker import postprocess
+
+    def analyzer_fails(*args, **kwargs):
+        raise MemoryError("analyzer: cannot allocate 12 GiB")
+
+    monkeypatch.setattr(postprocess, "analyze", analyzer_fails)
+
+
+def _count_sorts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from spikebatch.worker import sort
+
+    calls: list[str] = []
+    real = sort.run_sort
+
+    def counted(recording, sorter, *args, **kwargs):
+        calls.append(sorter)
+        return real(recording, sorter, *args, **kwargs)
+
+    monkeypatch.setattr(sort, "run_sort", counted)
+    return calls
+
+
+def _download_sorting(bucket: str, prefix: str, folder: Path):
+    import spikeinterface as si
+
+    from spikebatch import aws
+
+    for key in (k for k in s3_keys(bucket, prefix) if k.startswith(f"{prefix}sorting/")):
+        target = folder / key.removeprefix(prefix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        aws.client("s3").download_file(bucket, key, str(target))
+    return si.load(folder / "sorting")
+
+
+def test_the_rerun_of_a_run_that_failed_after_its_sort_reuses_the_sort(
+    archive, bucket, scratch, capsys, monkeypatch, tmp_path
+):
+    """The GPU hour is not paid twice: the same input, sorter and parameters, rerun under the
+    same RUN_ID after a failure in postprocess, is analyzed from the kept sorting."""
+    import numpy as np
+
+    from spikebatch import aws
+
+    env = dandi_env(archive, bucket, SCRATCH_DIR=str(scratch), RUN_ID="again", **FAST_SORTER)
+    with monkeypatch.context() as failing:
+        _fail_in_postprocess(failing)
+        assert _run(env, capsys)[0] == 1
+    failed = s3_json(bucket, "results/again/run.json")
+    assert failed["kept_after_failure"] == ["sorting/"]
+    kept = _download_sorting(bucket, "results/again/", tmp_path / "kept")
+
+    sorts = _count_sorts(monkeypatch)
+    assert main(env) == 0
+    record = s3_json(bucket, "results/again/run.json")
+    assert sorts == [] and record["status"] == "succeeded"
+    assert record["sort_reused"] == [{"part": None, "from_run_failed_at": failed["finished_at"]}]
+    assert "kept_after_failure" not in record
+    assert "results/again/units.nwb" in s3_keys(bucket, "results/again/")
+    page = aws.client("s3").get_object(Bucket=bucket, Key="results/again/report/index.html")
+    assert "reused from the failed run of" in page["Body"].read().decode()
+    published = _download_sorting(bucket, "results/again/", tmp_path / "rerun")
+    assert list(published.unit_ids) == list(kept.unit_ids)
+    for unit in kept.unit_ids:
+        assert np.array_equal(published.get_unit_spike_train(unit), kept.get_unit_spike_train(unit))
+
+
+def test_a_rerun_with_other_sorter_parameters_sorts_again(
+    archive, bucket, scratch, capsys, monkeypatch
+):
+    env = dandi_env(archive, bucket, SCRATCH_DIR=str(scratch), RUN_ID="other", **FAST_SORTER)
+    with monkeypatch.context() as failing:
+        _fail_in_postprocess(failing)
+        assert _run(env, capsys)[0] == 1
+    sorts = _count_sorts(monkeypatch)
+    assert main({**env, "SORTER_PARAMS": '{"seed": 1}'}) == 0
+    record = s3_json(bucket, "results/other/run.json")
+    assert sorts == ["simple"] and "sort_reused" not in record
