@@ -107,6 +107,15 @@ def _truth_uri(case: Case) -> str | None:
     return case.recording.source if truth == "units" else truth
 
 
+def _sort_cost(record: dict[str, Any], own: float | None, key: str) -> float | None:
+    """The run's sort seconds, plus those of a failed run's sort it reused (``kept_sort``):
+    a sort is compared on what it cost, not on the rerun that skipped it."""
+    reused = (record.get("sort_reused") or {}).get(key)
+    if reused is None:
+        return own
+    return round((own or 0.0) + reused, 2)
+
+
 def case_row(
     case: Case, state: CaseState, output_uri: str, *, log_uri: str | None = None
 ) -> dict[str, Any]:
@@ -129,8 +138,10 @@ def case_row(
         "error": (record.get("error") or {}).get("message") if finished else None,
         "start_time": record.get("started_at") if finished else None,
         "end_time": record.get("finished_at") if finished else None,
-        "run_time_s": timings.get("sort") if finished else None,
-        "cpu_time_s": (record.get("cpu_s") or {}).get("sort") if finished else None,
+        "run_time_s": _sort_cost(record, timings.get("sort"), "sort_s") if finished else None,
+        "cpu_time_s": _sort_cost(record, (record.get("cpu_s") or {}).get("sort"), "cpu_s")
+        if finished
+        else None,
         "cost_usd": (record.get("cost") or {}).get("actual_usd") if finished else None,
         "num_units": (record.get("units") or {}).get("count") if finished else None,
         "recording_duration_s": (record.get("input") or {}).get("sorted_duration_s"),

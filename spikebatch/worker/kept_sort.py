@@ -76,6 +76,23 @@ class KeptSorts:
     identity: str
     folder: Path
     failed_at: str | None
+    #: The failed run's sort stage, wall and CPU seconds: what the reused sorts cost (a
+    #: study compares sorters on them, ``study.results``).
+    sort_s: float | None = None
+    cpu_s: float | None = None
+
+    def reused(self, record: dict[str, Any], part: str | None) -> None:
+        """Note in ``record`` (``sort_reused``) that ``part``'s sort is the failed run's."""
+        entry = record.setdefault(
+            "sort_reused",
+            {
+                "from_run_failed_at": self.failed_at,
+                "sort_s": self.sort_s,
+                "cpu_s": self.cpu_s,
+                "parts": [],
+            },
+        )
+        entry["parts"].append(part)
 
     def for_part(self, where: str, record: dict[str, Any]) -> Path | None:
         """The kept ``sorting/`` for the part whose results go to ``where`` ("" or
@@ -108,4 +125,10 @@ def fetch_kept(previous: dict[str, Any] | None, dest_uri: str, scratch: Path) ->
         log.warning("the earlier run's sorting could not be fetched: %s", one_line(exc))
         return None
     log.info("fetched the sorting an earlier failed run kept (%d objects)", len(kept))
-    return KeptSorts(identity, folder, previous.get("finished_at"))
+    return KeptSorts(
+        identity,
+        folder,
+        previous.get("finished_at"),
+        sort_s=(previous.get("timings_s") or {}).get("sort"),
+        cpu_s=(previous.get("cpu_s") or {}).get("sort"),
+    )

@@ -505,10 +505,9 @@ def _sort_part(
     with job.stage("sort"):
         kept = job.kept and job.kept.for_part(f"probes/{part.key}" if part.key else "", job.record)
         if kept:  # an earlier failed run's sort of the same input, sorter and parameters
-            sorting = sort.load_sorting(kept)
-            job.record.setdefault("sort_reused", []).append(
-                {"part": part.key or None, "from_run_failed_at": job.kept.failed_at}
-            )
+            sorting = sort.load_sorting(kept)  # into memory: its folder goes now
+            shutil.rmtree(kept, ignore_errors=True)
+            job.kept.reused(job.record, part.key or None)
             log.info("sort: reused the sorting the failed run of %s kept", job.kept.failed_at)
         else:
             cpu_before = cpu_seconds()

@@ -353,11 +353,12 @@ def _input(rec_input: Mapping[str, Any]) -> Raw:
 
 def _reused(record: Mapping[str, Any]) -> str | None:
     """A rerun that reused the sort of the failed run before it (``kept_sort``), or None."""
-    reused = record.get("sort_reused") or []
+    reused = record.get("sort_reused") or {}
     if not reused:
         return None
-    when = reused[0].get("from_run_failed_at") or "earlier"
-    return f"reused from the failed run of {when} (same input, sorter and parameters)"
+    when = reused.get("from_run_failed_at") or "earlier"
+    took = f"; it took {fmt_seconds(reused['sort_s'])}" if reused.get("sort_s") else ""
+    return f"reused from the failed run of {when} (same input, sorter and parameters{took})"
 
 
 def _sorter(record: Mapping[str, Any]) -> Raw:

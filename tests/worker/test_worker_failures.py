@@ -253,7 +253,12 @@ def test_the_rerun_of_a_run_that_failed_after_its_sort_reuses_the_sort(
     assert main(env) == 0
     record = s3_json(bucket, "results/again/run.json")
     assert sorts == [] and record["status"] == "succeeded"
-    assert record["sort_reused"] == [{"part": None, "from_run_failed_at": failed["finished_at"]}]
+    assert record["sort_reused"] == {
+        "from_run_failed_at": failed["finished_at"],
+        "sort_s": failed["timings_s"]["sort"],
+        "cpu_s": failed["cpu_s"]["sort"],
+        "parts": [None],
+    }
     assert "kept_after_failure" not in record
     assert "results/again/units.nwb" in s3_keys(bucket, "results/again/")
     page = aws.client("s3").get_object(Bucket=bucket, Key="results/again/report/index.html")
