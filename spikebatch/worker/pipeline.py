@@ -703,6 +703,7 @@ def _upload_sortings(job: _Run) -> list[str]:
     asked for, and has seconds to write run.json)."""
     folders = [job.results / "sorting", *sorted(job.results.glob("probes/*/sorting"))]
     kept: list[str] = []
+    uploaded: list[str] = []
     for folder in (f for f in folders if f.is_dir()):
         where = folder.relative_to(job.results).as_posix()
         try:
@@ -710,16 +711,13 @@ def _upload_sortings(job: _Run) -> list[str]:
         except Exception as exc:
             log.warning("could not upload %s of the failed run: %s", where, one_line(exc))
             continue
+        uploaded.append(f"{where}/")
         kept += sorted(
             f"{where}/{p.relative_to(folder).as_posix()}" for p in folder.rglob("*") if p.is_file()
         )
-    if kept:
-        job.record["kept_after_failure"] = sorted(
-            {k.rsplit("sorting/", 1)[0] + "sorting/" for k in kept}
-        )
-        log.info(
-            "the failed run's sorting is kept: %s", ", ".join(job.record["kept_after_failure"])
-        )
+    if uploaded:
+        job.record["kept_after_failure"] = uploaded
+        log.info("the failed run's sorting is kept: %s", ", ".join(uploaded))
     return kept
 
 

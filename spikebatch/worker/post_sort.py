@@ -10,19 +10,13 @@ One home for it: the pipeline runs it for each part (``pipeline._sort_part``) an
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from spikebatch.quality import QualityThresholds
 from spikebatch.worker import labels, postprocess, report
-from spikebatch.worker.postprocess import Step
-
-
-def no_step(name: str) -> nullcontext[None]:
-    """The default ``step``: nothing measured."""
-    return nullcontext()
+from spikebatch.worker.postprocess import Step, no_step
 
 
 @dataclass

@@ -114,13 +114,18 @@ def _fit_shared_memory(sorting: Any, recording: Any, job_kwargs: dict[str, Any])
 Step = Callable[[str], AbstractContextManager[Any]]
 
 
+def no_step(name: str) -> AbstractContextManager[None]:
+    """The default ``step``: nothing measured."""
+    return nullcontext()
+
+
 def analyze(
     sorting: Any,
     recording: Any,
     folder: Path,
     job_kwargs: dict[str, Any],
     *,
-    step: Step = lambda name: nullcontext(),
+    step: Step = no_step,
 ) -> Any:
     """Build the analyzer and compute the extensions + quality metrics, each in its ``step``."""
     from spikeinterface.core import create_sorting_analyzer
