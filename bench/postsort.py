@@ -2,9 +2,9 @@
 
 A generated 384-channel recording (lazy, written once as the worker's int16 sorter input)
 and its true sorting of N units stand in for a sorter's output; the worker's own code then
-runs on them in the worker's order (:func:`run_post_sort`, the calls of
-``pipeline._sort_part`` after the sort and of the run's end): the analyzer and its
-extensions, quality metrics, labels, ``sorting/``, ``phy/``, the figures, the units NWB
+runs on them in the worker's order (:func:`run_post_sort`: ``spikebatch.worker.post_sort``,
+as ``pipeline._sort_part`` runs it, then the run's end): ``sorting/``, the analyzer and its
+extensions, quality metrics, labels, the units NWB, ``phy/``, the figures, ``units.nwb``
 (written and inspected) and the run page. Each step's wall time, CPU time, peak memory
 (``Pss_Anon`` of the process tree), peak /dev/shm and scratch bytes are recorded, and the
 cost model's post-sort rates are fitted from them (:func:`fit_rates`).
